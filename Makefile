@@ -1,0 +1,48 @@
+# mobile-export — every target depends on `setup`, which is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CLI := $(VENV)/bin/mobile-export
+
+MODEL ?= mobilenet_v2
+WEIGHTS ?=
+CONFIG ?=
+WIDTH ?= 1.0
+RESOLUTION ?= 224
+THREADS ?= 1
+RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
+	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG))
+
+.PHONY: setup test onnx all bench clean help
+
+help:
+	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
+	@echo "make test   - set up, then run the test suite"
+	@echo "make onnx | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
+
+setup: $(STAMP)
+
+# Reinstall only when the lock file or the project metadata changed.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+onnx: setup
+	$(CLI) run $(RUN_ARGS) --targets onnx
+
+# Every target implemented so far, one report.
+all: setup
+	$(CLI) run $(RUN_ARGS) --targets onnx
+
+bench: setup
+	$(PY) -m pipeline.bench_suite --out artifacts/bench/bench.json
+
+clean:
+	rm -rf artifacts/cache artifacts/reports artifacts/onnx artifacts/bench

@@ -1,0 +1,199 @@
+"""The ``mobile-export`` command: run, zoo, report, verify."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import EXIT_OK, MobileExportError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="PyTorch vision models to verified, benchmarked deployment artifacts.")
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _guard(debug: bool, body: Callable[[], int]) -> None:
+    """Run a command body; a known error becomes one red line and its exit code."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        quiet_third_party()
+    try:
+        code = body()
+    except MobileExportError as exc:
+        if debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+def quiet_third_party() -> None:
+    """Silence library chatter that says nothing about the user's model (e.g. the ONNX exporter
+    noting that torchvision's ops are not registered, or pytree deprecations)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+class _Progress:
+    """One line per stage with its elapsed time; a spinner while a stage runs."""
+
+    def __init__(self) -> None:
+        self._status = None
+        self._start = time.perf_counter()
+
+    def __call__(self, name: str, status: str, seconds: float) -> None:
+        if status == "running":
+            self._status = console.status(f"[cyan]{name}[/] running …")
+            self._status.start()
+            return
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        colour = {"ran": "green", "cached": "blue", "failed": "red"}.get(status, "yellow")
+        total = time.perf_counter() - self._start
+        console.print(f"  [{colour}]{status:>7}[/] {name:<24} {seconds:7.2f} s   "
+                      f"(elapsed {total:6.1f} s)", highlight=False)
+
+
+def print_nodes(report: dict[str, Any]) -> None:
+    from pipeline.report.markdown import HEADER, node_row
+
+    table = Table(title=f"{report['model']['label']}  →  exit code {report['exit_code']}")
+    for column in HEADER:
+        table.add_column(column)
+    for node in report["nodes"]:
+        row = node_row(node)
+        verdict = row[2]
+        row[2] = {"pass": "[green]pass[/]", "fail": "[red]fail[/]"}.get(verdict,
+                                                                         f"[yellow]{verdict}[/]")
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file; CLI options win."),
+    model: Optional[str] = typer.Option(None, help="Zoo name, package.module:factory or "
+                                        "path/to/file.py:factory."),
+    weights: Optional[Path] = typer.Option(None, help=".safetensors or .pt/.pth state_dict."),
+    width: Optional[float] = typer.Option(None, help="Width multiplier α (zoo models)."),
+    resolution: Optional[int] = typer.Option(None, help="Input resolution (square)."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
+    targets: Optional[str] = typer.Option(None, help="Comma list of targets, e.g. onnx."),
+    precisions: Optional[str] = typer.Option(None, help="Comma list: fp32,fp16,int8."),
+    calib: Optional[Path] = typer.Option(None, help="Image folder added to the parity inputs."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder "
+                                           "(default: <artifacts-dir>/reports/<model>)."),
+    artifacts_dir: Optional[Path] = typer.Option(None, "--artifacts-dir", help="Root of the "
+                                                 "cache and the published artifacts."),
+    force: Optional[str] = typer.Option(None, help="Rerun these stages (comma list) and "
+                                        "everything downstream."),
+    threads: Optional[int] = typer.Option(None, help="Threads for every runtime."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+) -> None:
+    """Convert a model, check parity and latency at every stage, write the report."""
+
+    def body() -> int:
+        from pipeline.config import load_config
+        from pipeline.run import execute
+
+        cfg = load_config(config, {
+            "model": model, "weights": weights, "width": width, "resolution": resolution,
+            "num_classes": num_classes, "targets": _csv(targets), "precisions": _csv(precisions),
+            "calib": calib, "out": out_dir, "artifacts_dir": artifacts_dir, "force": _csv(force), "threads": threads})
+        outcome = execute(cfg, _Progress())
+        print_nodes(outcome.report)
+        for node in outcome.report["nodes"]:
+            if node["status"] in ("failed", "unavailable"):
+                console.print(f"[red]{node['name']}[/]: {node['error']}", highlight=False)
+        console.print(f"report: {outcome.out_dir / 'report.json'}", highlight=False)
+        return outcome.exit_code
+
+    _guard(debug, body)
+
+
+@app.command()
+def zoo(fmt: str = typer.Option("table", "--format", help="table or json"),
+        debug: bool = typer.Option(False)) -> None:
+    """The papers' standard grid with parameter and multiply-add counts."""
+
+    def body() -> int:
+        from pipeline.errors import UserInputError
+        from pipeline.zoo_table import zoo_rows
+
+        if fmt not in ("table", "json"):
+            raise UserInputError(f"--format {fmt!r}: use table or json")
+        rows = zoo_rows()
+        if fmt == "json":
+            print(json.dumps([{k: r[k] for k in ("name", "width", "resolution", "params", "macs")}
+                              for r in rows], indent=1))
+            return EXIT_OK
+        table = Table(title="mobile-export zoo (MACs = multiply-adds, batch 1)")
+        for column in ("name", "α", "resolution", "params", "MACs", "fp32 size", "paper params",
+                       "paper MACs"):
+            table.add_column(column, justify="left" if column == "name" else "right")
+        for r in rows:
+            table.add_row(r["name"], f"{r['width']:g}", str(r["resolution"]), f"{r['params']:,}",
+                          f"{r['macs'] / 1e6:,.1f} M", f"{r['fp32_bytes'] / 2**20:.1f} MiB",
+                          f"{r['paper_params_m']} M", f"{r['paper_macs_m']} M")
+        out.print(table)
+        return EXIT_OK
+
+    _guard(debug, body)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="The --out folder of a run."),
+           debug: bool = typer.Option(False)) -> None:
+    """Re-render report.md and the table from a run's report.json."""
+
+    def body() -> int:
+        from pipeline.report.writer import read_report, write_report
+
+        data = read_report(run_dir)
+        write_report(data, run_dir)
+        print_nodes(data)
+        return int(data.get("exit_code", EXIT_OK))
+
+    _guard(debug, body)
+
+
+@app.command()
+def verify(artifact: Path = typer.Argument(..., help="An artifact file (.onnx, .pt2)."),
+           run_dir: Path = typer.Option(..., "--run", help="The run whose reference to use."),
+           threads: int = typer.Option(1), debug: bool = typer.Option(False)) -> None:
+    """Re-check one artifact file against a run's fp32 reference."""
+
+    def body() -> int:
+        from pipeline.verify_artifact import verify_artifact
+
+        result = verify_artifact(artifact, run_dir, threads)
+        out.print(json.dumps(result, indent=1, default=str))
+        return 0 if result["verdict"] == "pass" else 1
+
+    _guard(debug, body)
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Run configuration: one pydantic model that the YAML file and the CLI options both fill.
+
+Unknown keys are refused with their names; every CLI option has a key of the same name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import UserInputError
+from pipeline.parity import Tolerance
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BenchConfig(_Strict):
+    """Latency protocol settings used for every node."""
+
+    warmup: int = Field(10, ge=10)
+    runs: int = Field(50, ge=50)
+    batch: int = Field(8, ge=1, description="batch size of the throughput measurement")
+
+
+class ParityConfig(_Strict):
+    """Which inputs the parity checks use."""
+
+    n_random: int = Field(4, ge=0)
+    seed: int = 0
+    max_calib: int = Field(64, ge=1)
+
+
+class PipelineConfig(_Strict):
+    model: str = "mobilenet_v2"
+    weights: Path | None = None
+    width: float = Field(1.0, gt=0)
+    resolution: int = Field(224, ge=1)
+    num_classes: int = Field(1000, ge=1)
+    targets: tuple[str, ...] = ("onnx",)
+    precisions: tuple[str, ...] = ("fp32",)
+    calib: Path | None = None
+    out: Path | None = None
+    artifacts_dir: Path = Path("artifacts")
+    force: tuple[str, ...] = ()
+    threads: int = Field(1, ge=1)
+    opset: int = Field(18, ge=13)
+    bench: BenchConfig = BenchConfig()
+    parity: ParityConfig = ParityConfig()
+    tolerances: dict[str, Tolerance] = Field(default_factory=dict)
+
+    @field_validator("targets", "precisions", "force", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``targets: onnx,tflite`` in YAML means what ``--targets onnx,tflite`` does."""
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from targets.base import registered_targets
+
+        known = registered_targets()
+        unknown = [t for t in value if t not in known]
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}; available: {sorted(known)}")
+        if not value:
+            raise ValueError("at least one target is needed")
+        return value
+
+    @field_validator("precisions")
+    @classmethod
+    def _known_precisions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [p for p in value if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"unknown precision(s) {unknown}; available: {list(PRECISIONS)}")
+        return value
+
+    @field_validator("tolerances")
+    @classmethod
+    def _tolerance_keys(cls, value: dict[str, Tolerance]) -> dict[str, Tolerance]:
+        unknown = [p for p in value if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"tolerances for unknown precision(s) {unknown}; use {list(PRECISIONS)}")
+        return value
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.artifacts_dir / "cache"
+
+
+def _section_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys valid next to the one at ``loc`` (e.g. bench's keys for ``bench.rnus``)."""
+    model: type[BaseModel] = PipelineConfig
+    parts = list(loc[:-1])
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            break
+        annotation = field.annotation
+        if get_origin(annotation) is dict:  # e.g. tolerances: {precision: Tolerance}
+            annotation = get_args(annotation)[1]
+            if parts:
+                parts.pop(0)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_validation_error(exc: ValidationError, source: str,
+                             from_cli: frozenset[str] = frozenset()) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if loc and len(loc) == 1 and loc[0] in from_cli:
+            where = "--" + str(loc[0]).replace("_", "-")
+        else:
+            where = f"'{where}'"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {where} (valid keys here: "
+                            f"{', '.join(_section_keys(loc))})")
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            problems.append(f"{where}: {err['ctx']['error']}")
+        else:
+            given = repr(err.get("input"))
+            given = given if len(given) <= 60 else given[:57] + "..."
+            problems.append(f"{where}: {err['msg']} (got {given})")
+    return f"invalid configuration in {source}: {'; '.join(problems)}"
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
+    """Merge a YAML file (if any) with CLI overrides (which win) into a validated config."""
+    data: dict[str, Any] = {}
+    source = "command-line options"
+    if path is not None:
+        source = str(path)
+        if not Path(path).is_file():
+            raise UserInputError(f"config file {path} does not exist; pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise UserInputError(f"config file {path} is not valid YAML{where}: {problem}; "
+                                 "fix the syntax there") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserInputError(f"config file {path} cannot be read as UTF-8 text "
+                                 f"({type(exc).__name__}); pass a YAML file") from None
+        if not isinstance(loaded, dict):
+            raise UserInputError(f"config file {path} must be a mapping of keys to values, "
+                                 f"not a {type(loaded).__name__}")
+        data.update(loaded)
+    cli = {k: v for k, v in overrides.items() if v is not None}
+    data.update(cli)
+    if path is not None and cli:
+        source = f"{path} and the command-line options"
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserInputError(_format_validation_error(exc, source, frozenset(cli))) from None

@@ -1,0 +1,67 @@
+"""What every stage of one run shares: the validated config and the resolved model source."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifact import sha256_file
+from pipeline.config import PipelineConfig
+from pipeline.data import list_images
+from pipeline.model_source import ModelSource
+from pipeline.parity import Tolerance, tolerance_for
+
+
+@dataclass(frozen=True)
+class RunContext:
+    config: PipelineConfig
+
+    @cached_property
+    def source(self) -> ModelSource:
+        c = self.config
+        return ModelSource(c.model, c.width, c.resolution, c.num_classes)
+
+    def tolerance(self, precision: str) -> Tolerance:
+        return tolerance_for(precision, self.config.tolerances or None)
+
+    @cached_property
+    def model_identity(self) -> dict[str, Any]:
+        """Everything that defines the reference model; part of every stage's cache key."""
+        c = self.config
+        return {"model": c.model, "width": c.width, "resolution": c.resolution,
+                "num_classes": c.num_classes, "code": _source_code_digest(c.model),
+                "weights": sha256_file(c.weights) if c.weights else None}
+
+    @cached_property
+    def calib_identity(self) -> str | None:
+        """Digest of the calibration folder's file names and contents (None without --calib)."""
+        if self.config.calib is None:
+            return None
+        digest = hashlib.sha256()
+        root = Path(self.config.calib)
+        for path in list_images(root):
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(sha256_file(path).encode())
+        return digest.hexdigest()
+
+    def measure_config(self, precision: str) -> dict[str, Any]:
+        """The settings that change a node's parity and latency records."""
+        return {"threads": self.config.threads, "bench": self.config.bench.model_dump(),
+                "tolerance": self.tolerance(precision).model_dump()}
+
+
+def _source_code_digest(ref: str) -> str | None:
+    """sha256 of the file that defines a user's model, so editing it invalidates the cache."""
+    if ":" not in ref:
+        return None
+    location = ref.rsplit(":", 1)[0]
+    if location.endswith(".py"):
+        path = Path(location)
+    else:
+        module = sys.modules.get(location)
+        file = getattr(module, "__file__", None)
+        path = Path(file) if file else None
+    return sha256_file(path) if path and path.is_file() else None

@@ -1,0 +1,218 @@
+"""The stage DAG: order stages by their declared inputs/outputs, run them through the cache.
+
+A stage declares the names it consumes and produces; the engine topologically sorts them
+(``graphlib``), computes each stage's cache key from its config, its input digests and the versions
+of the tools it calls, and either reuses the cached outputs or runs the stage in a private temp
+directory and stores what it wrote. A stage that raises leaves nothing in the cache; the stages
+that depend on it are skipped with a reason, and independent stages still run.
+"""
+from __future__ import annotations
+
+import graphlib
+import logging
+import tempfile
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pipeline.artifact import Artifact
+from pipeline.cache import Cache, cache_key
+from pipeline.errors import MobileExportError, UserInputError
+
+log = logging.getLogger(__name__)
+
+
+def tool_versions(distributions: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the distributions a stage calls (part of its cache key)."""
+    versions = {}
+    for dist in distributions:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return versions
+
+
+@dataclass
+class OutputFile:
+    """A file a stage wrote into its work directory, to be stored by content."""
+
+    path: Path
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageOutput:
+    files: dict[str, OutputFile]
+    record: dict[str, Any] = field(default_factory=dict)  # parity, latency, stage facts (JSON)
+
+
+class Stage(ABC):
+    """One node of the DAG. Subclasses set the class attributes and implement :meth:`run`."""
+
+    stage: ClassVar[str]                  # kind of stage, e.g. "export_onnx"
+    version: ClassVar[int] = 1            # bump when the stage's code changes its outputs
+    tools: ClassVar[tuple[str, ...]] = ("torch",)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    target: str = "torch"
+    precision: str = "fp32"
+
+    @property
+    def name(self) -> str:
+        """Unique node name; a stage that runs per target/precision overrides it."""
+        return self.stage
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The slice of the run configuration that can change this stage's outputs."""
+
+    @abstractmethod
+    def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
+        """Produce every declared output as a file under ``workdir``."""
+
+
+@dataclass
+class NodeResult:
+    stage: Stage
+    status: str                           # "ran", "cached", "failed", "skipped"
+    outputs: dict[str, Artifact] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    key: str | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.status == "cached"
+
+
+ProgressHook = Callable[[str, str, float], None]  # (node name, status, seconds)
+
+
+class Graph:
+    """A validated set of stages wired by output names."""
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = {s.name: s for s in stages}
+        if len(self.stages) != len(stages):
+            raise ValueError("two stages share a name")
+        self.producer: dict[str, str] = {}
+        for s in stages:
+            for out in s.outputs:
+                if out in self.producer:
+                    raise ValueError(f"output '{out}' is produced by both "
+                                     f"'{self.producer[out]}' and '{s.name}'")
+                self.producer[out] = s.name
+        for s in stages:
+            missing = [i for i in s.inputs if i not in self.producer]
+            if missing:
+                raise ValueError(f"stage '{s.name}' needs {missing}, which no stage produces")
+        self._deps = {s.name: {self.producer[i] for i in s.inputs} for s in stages}
+
+    def order(self) -> list[Stage]:
+        """Stages in dependency order (ties kept in declaration order)."""
+        sorter = graphlib.TopologicalSorter(self._deps)
+        sorter.prepare()
+        ordered: list[str] = []
+        names = list(self.stages)
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=names.index)
+            ordered.extend(ready)
+            sorter.done(*ready)
+        return [self.stages[n] for n in ordered]
+
+    def downstream(self, names: set[str]) -> set[str]:
+        """The named stages and every stage that depends on them."""
+        unknown = names - set(self.stages)
+        if unknown:
+            raise UserInputError(f"--force names unknown stage(s) {sorted(unknown)}; "
+                                 f"stages in this run: {sorted(self.stages)}")
+        result = set(names)
+        changed = True
+        while changed:
+            changed = False
+            for name, deps in self._deps.items():
+                if name not in result and deps & result:
+                    result.add(name)
+                    changed = True
+        return result
+
+    def run(self, cache: Cache, force: set[str] | None = None,
+            progress: ProgressHook | None = None) -> list[NodeResult]:
+        """Run every stage in order; returns one result per stage."""
+        forced = self.downstream(force or set())
+        cache.sweep_stale()
+        available: dict[str, Artifact] = {}
+        results: list[NodeResult] = []
+        failed: dict[str, str] = {}
+        for stage in self.order():
+            blocked = [self.producer[i] for i in stage.inputs if self.producer[i] in failed]
+            if blocked:
+                failed[stage.name] = blocked[0]
+                results.append(NodeResult(stage, "skipped",
+                                          error=f"upstream stage '{blocked[0]}' failed"))
+                if progress:
+                    progress(stage.name, "skipped", 0.0)
+                continue
+            result = self._run_one(stage, cache, available, stage.name in forced, progress)
+            if result.status == "failed":
+                failed[stage.name] = stage.name
+            else:
+                available.update(result.outputs)
+            results.append(result)
+        return results
+
+    def _run_one(self, stage: Stage, cache: Cache, available: dict[str, Artifact],
+                 forced: bool, progress: ProgressHook | None) -> NodeResult:
+        inputs = {name: available[name] for name in stage.inputs}
+        key = cache_key(stage.name, stage.version, stage.config(),
+                        {n: a.digest for n, a in inputs.items()}, tool_versions(stage.tools))
+        start = time.perf_counter()
+        if progress:
+            progress(stage.name, "running", 0.0)
+        if forced:
+            cache.evict(key)
+        else:
+            hit = cache.lookup(key)
+            if hit is not None:
+                outputs, record = hit
+                seconds = time.perf_counter() - start
+                if progress:
+                    progress(stage.name, "cached", seconds)
+                return NodeResult(stage, "cached", outputs, record, seconds, key=key)
+        try:
+            outputs, record = self._execute(stage, inputs, cache)
+        except Exception as exc:  # a failed stage must never poison the cache
+            seconds = time.perf_counter() - start
+            message = str(exc) if isinstance(exc, MobileExportError) else \
+                f"{type(exc).__name__}: {exc}"
+            log.debug("stage %s failed:\n%s", stage.name, traceback.format_exc())
+            if progress:
+                progress(stage.name, "failed", seconds)
+            if isinstance(exc, UserInputError):
+                raise
+            return NodeResult(stage, "failed", seconds=seconds, error=message, key=key)
+        cache.store(key, stage.name, outputs, record)
+        seconds = time.perf_counter() - start
+        if progress:
+            progress(stage.name, "ran", seconds)
+        return NodeResult(stage, "ran", outputs, record, seconds, key=key)
+
+    @staticmethod
+    def _execute(stage: Stage, inputs: dict[str, Artifact],
+                 cache: Cache) -> tuple[dict[str, Artifact], dict[str, Any]]:
+        cache.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.root, prefix=f".work-{stage.name}-") as tmp:
+            produced = stage.run(inputs, Path(tmp))
+            missing = [o for o in stage.outputs if o not in produced.files]
+            if missing:
+                raise RuntimeError(f"stage '{stage.name}' did not produce {missing}")
+            outputs = {name: cache.put_file(f.path, f.kind, f.meta)
+                       for name, f in produced.files.items()}
+        return outputs, produced.record

@@ -1,0 +1,51 @@
+"""Turn a validated config into the stage graph: the trunk plus each requested target's stages."""
+from __future__ import annotations
+
+from pipeline.context import RunContext
+from pipeline.errors import UserInputError
+from pipeline.graph import Graph, Stage
+from pipeline.stages.fuse import FuseStage
+from pipeline.stages.load import LoadStage
+from pipeline.stages.trace import TraceStage
+from targets.base import Target, registered_targets
+
+
+def trunk_stages(ctx: RunContext) -> list[Stage]:
+    return [LoadStage(ctx), TraceStage(ctx), FuseStage(ctx)]
+
+
+def requested_targets(ctx: RunContext) -> list[Target]:
+    """Instances of the requested targets; refuses a target none of whose precisions was asked."""
+    registry = registered_targets()
+    chosen = []
+    for name in ctx.config.targets:
+        target = registry[name]()
+        if not set(ctx.config.precisions) & set(target.precisions):
+            raise UserInputError(f"target '{name}' builds precisions {list(target.precisions)}; "
+                                 f"--precisions asked for {list(ctx.config.precisions)}")
+        chosen.append(target)
+    return chosen
+
+
+def build_graph(ctx: RunContext, targets: list[Target]) -> tuple[Graph, dict[str, str]]:
+    """The graph, and the targets left out of it with the reason they cannot run here."""
+    stages = trunk_stages(ctx)
+    unavailable: dict[str, str] = {}
+    for target in targets:
+        reason = target.unavailable_reason()
+        if reason:
+            unavailable[target.name] = reason
+            continue
+        stages.extend(target.stages(ctx, ctx.config.precisions))
+    return Graph(stages), unavailable
+
+
+def preflight(ctx: RunContext) -> None:
+    """Check the model, its weights and the input resolution before any stage runs."""
+    from pipeline.stages.load import build_reference_model
+
+    ctx.source.check_resolution(build_reference_model(ctx))
+    if ctx.config.calib is not None:
+        from pipeline.data import image_folder
+
+        image_folder(ctx.config.calib, limit=1)

@@ -1,0 +1,52 @@
+"""Human-readable copies of verified artifacts: ``<artifacts>/<platform>/<model>/<file>``.
+
+Only a node whose own parity passed, and whose upstream nodes all passed, is published: nothing
+downstream of a failed gate leaves the cache.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.cache import atomic_copy
+from pipeline.graph import Graph, NodeResult
+from targets.base import Target
+
+SUFFIX_BY_KIND = {"onnx": ".onnx", "tflite": ".tflite", "pt2": ".pt2"}
+
+
+def _passed(result: NodeResult) -> bool:
+    return result.record.get("parity", {}).get("verdict") == "pass"
+
+
+def upstream_names(graph: Graph, name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        stage = graph.stages[todo.pop()]
+        for item in stage.inputs:
+            producer = graph.producer[item]
+            if producer not in seen:
+                seen.add(producer)
+                todo.append(producer)
+    return seen
+
+
+def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root: Path,
+            label: str) -> dict[str, Path]:
+    """Copy each publishable target output; returns node name -> published path."""
+    by_name = {r.stage.name: r for r in results}
+    by_target = {t.name: t for t in targets}
+    published: dict[str, Path] = {}
+    for result in results:
+        target = by_target.get(result.stage.target)
+        if target is None or not result.outputs or not _passed(result):
+            continue
+        if not all(_passed(by_name[u]) for u in upstream_names(graph, result.stage.name)):
+            continue
+        for output_name, artifact in result.outputs.items():
+            suffix = SUFFIX_BY_KIND.get(artifact.kind, f".{artifact.kind}")
+            dst = root / target.platform / label / target.publish_name(
+                output_name, result.stage.precision, suffix)
+            atomic_copy(artifact.path, dst)
+            published[result.stage.name] = dst
+    return published

@@ -1,0 +1,1 @@
+"""Run reports: report.json (the contract), report.md, and the console table."""

@@ -1,0 +1,56 @@
+"""report.md: the same facts as report.json, for people."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def node_row(node: dict[str, Any]) -> list[str]:
+    """name, runtime, verdict, max rel, cosine, top-1, median, p90, cached — shared with the table."""
+    parity = node.get("parity") or {}
+    latency = node.get("latency") or {}
+    top1 = parity.get("top1_agreement")
+    return [node["name"], latency.get("runtime") or node["target"], parity.get("verdict", "—"),
+            fmt(parity.get("max_rel")), fmt(parity.get("cosine"), ".6f"),
+            "—" if top1 is None else f"{100 * top1:.1f} %", fmt(latency.get("median_ms"), ".2f"),
+            fmt(latency.get("p90_ms"), ".2f"), "cached" if node.get("cached") else node["status"]]
+
+
+HEADER = ["node", "runtime", "parity", "max rel err", "centred cosine", "top-1 agree",
+          "median ms", "p90 ms", "status"]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    model, machine, run = report["model"], report["machine"], report["run"]
+    lines = [f"# mobile-export report: {model['label']}", ""]
+    lines += [f"- model: `{model['ref']}` width {model['width']}, {model['resolution']} px, "
+              f"{model['num_classes']} classes; weights: {model.get('weights') or 'built-in init'}",
+              f"- params: {fmt(model.get('params'))}, MACs: {fmt(model.get('macs'))}",
+              f"- parity inputs: {model.get('inputs')}",
+              f"- machine: {machine.get('cpu_model', '?')}, {machine.get('logical_cores', '?')} cores, "
+              f"{machine.get('platform', '?')}",
+              f"- run: {run['seconds']} s, finished {run['finished']}, exit code {report['exit_code']}",
+              "", "## Nodes", "",
+              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(node_row(n)) + " |" for n in report["nodes"]]
+    problems = [n for n in report["nodes"] if n["parity"]["verdict"] != "pass"]
+    if problems:
+        lines += ["", "## Checks that did not pass or could not run", ""]
+        for node in problems:
+            lines.append(f"- **{node['name']}** — {node['parity']['verdict']}: "
+                         f"{node['parity'].get('reason') or node.get('error')}")
+            lines += [f"  - {f}" for f in node["parity"].get("failures", [])]
+    lines += ["", "## Artifacts", ""]
+    for node in report["nodes"]:
+        art = node.get("artifact")
+        if art:
+            lines.append(f"- {node['name']}: `{art['path']}` ({art['bytes']} bytes, "
+                         f"sha256 `{art['sha256']}`)")
+    return "\n".join(lines) + "\n"

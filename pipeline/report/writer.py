@@ -1,0 +1,28 @@
+"""Write report.json and report.md atomically into a run's output folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.cache import atomic_write_bytes
+from pipeline.errors import UserInputError
+from pipeline.report.markdown import render_markdown
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    atomic_write_bytes(out_dir / REPORT_JSON, json.dumps(report, indent=2, default=str).encode())
+    atomic_write_bytes(out_dir / REPORT_MD, render_markdown(report).encode())
+
+
+def read_report(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / REPORT_JSON
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} holds no {REPORT_JSON}; pass the --out folder of a run")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"{path} is not valid JSON ({exc}); rerun the pipeline") from None

@@ -1,0 +1,113 @@
+"""One pipeline run: preflight, the stage graph through the cache, publishing, the report."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.cache import Cache
+from pipeline.config import PipelineConfig
+from pipeline.context import RunContext
+from pipeline.errors import EXIT_OK, EXIT_PARITY_FAILED, EXIT_TARGET_UNAVAILABLE
+from pipeline.graph import NodeResult, ProgressHook
+from pipeline.machine import describe_machine
+from pipeline.plan import build_graph, preflight, requested_targets
+from pipeline.publish import publish
+from pipeline.report.writer import write_report
+
+
+@dataclass
+class RunOutcome:
+    report: dict[str, Any]
+    out_dir: Path
+    exit_code: int
+
+
+def _unverified(reason: str) -> dict[str, Any]:
+    return {"verdict": "unverified", "reason": reason, "max_abs": None, "max_rel": None,
+            "cosine": None, "top1_agreement": None, "n_inputs": 0}
+
+
+def node_json(result: NodeResult, published: Path | None) -> dict[str, Any]:
+    """One node of report.json (schema: see README, 'Report format')."""
+    stage = result.stage
+    artifact = None
+    if result.outputs:
+        main = next(iter(result.outputs.values()))
+        path = published or main.path
+        artifact = {"path": str(path), "sha256": main.digest, "bytes": main.bytes}
+    parity = result.record.get("parity")
+    if result.status == "failed":
+        parity = {**_unverified(result.error or "stage failed"), "verdict": "fail"}
+    elif result.status == "skipped":
+        parity = _unverified(result.error or "skipped")
+    latency = result.record.get("latency")
+    return {"name": stage.name, "stage": stage.stage, "target": stage.target,
+            "precision": stage.precision, "status": result.status, "cached": result.cached,
+            "seconds": round(result.seconds, 3), "artifact": artifact, "parity": parity,
+            "latency": latency, "info": result.record.get("info", {}), "error": result.error}
+
+
+def unavailable_node(target: str, precision: str, reason: str) -> dict[str, Any]:
+    return {"name": f"{target}:{precision}", "stage": "convert", "target": target,
+            "precision": precision, "status": "unavailable", "cached": False, "seconds": 0.0,
+            "artifact": None, "parity": _unverified(reason),
+            "latency": {"runtime": target, "median_ms": None, "p90_ms": None, "runs": 0,
+                        "threads": None, "verdict": "unverified", "reason": reason},
+            "info": {}, "error": reason}
+
+
+def exit_code_for(nodes: list[dict[str, Any]]) -> int:
+    verdicts = [n["parity"]["verdict"] for n in nodes]
+    if "fail" in verdicts:
+        return EXIT_PARITY_FAILED
+    if any(n["status"] == "unavailable" for n in nodes):
+        return EXIT_TARGET_UNAVAILABLE
+    return EXIT_OK
+
+
+def default_out_dir(config: PipelineConfig, label: str) -> Path:
+    return config.out if config.out is not None else config.artifacts_dir / "reports" / label
+
+
+def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> RunOutcome:
+    """Run the whole pipeline for ``config`` and write the report."""
+    started = time.perf_counter()
+    ctx = RunContext(config)
+    targets = requested_targets(ctx)
+    preflight(ctx)
+    graph, unavailable = build_graph(ctx, targets)
+    cache = Cache(config.cache_dir)
+    results = graph.run(cache, set(config.force), progress)
+    label = ctx.source.label
+    published = publish(graph, results, targets, config.artifacts_dir, label)
+    nodes = [node_json(r, published.get(r.stage.name)) for r in results]
+    for name, reason in unavailable.items():
+        target = next(t for t in targets if t.name == name)
+        nodes += [unavailable_node(name, p, reason) for p in config.precisions
+                  if p in target.precisions]
+    load = next(r for r in results if r.stage.stage == "load")
+    reference = load.outputs.get("reference")
+    report = {
+        "schema": 1,
+        "tool": {"name": "mobile-export", "version": __version__},
+        "model": {"ref": config.model, "label": label, "width": config.width,
+                  "resolution": config.resolution, "num_classes": config.num_classes,
+                  "weights": str(config.weights) if config.weights else None,
+                  **load.record.get("model", {})},
+        "machine": describe_machine(),
+        "run": {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - started, 3),
+                "cache_dir": str(cache.root.resolve()),
+                "reference": {"sha256": reference.digest, "path": str(reference.path)}
+                if reference else None,
+                "config": config.model_dump(mode="json")},
+        "nodes": nodes,
+    }
+    report["exit_code"] = exit_code_for(nodes)
+    out_dir = default_out_dir(config, label)
+    write_report(report, out_dir)
+    return RunOutcome(report, out_dir, report["exit_code"])

@@ -1,0 +1,1 @@
+"""Trunk stages, one per module: load, trace, fuse, export_onnx."""

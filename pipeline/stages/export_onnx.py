@@ -1,0 +1,131 @@
+"""export_onnx: the fused program to one self-contained, simplified, reproducible ONNX file.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` fed the fused ExportedProgram. The TorchScript
+exporter is deprecated since torch 2.9 and re-traces the eager module, which would bypass the
+trace and fuse stages whose outputs we have already verified; the dynamo exporter translates that
+very program, keeps the dynamic batch dimension from torch.export, and its onnxscript optimiser
+plus onnxsim leave a graph of Conv/Clip/Add/GlobalAveragePool/Gemm only (op counts are recorded).
+
+Reproducibility: the exporter stores source locations and stack traces in ``metadata_props`` and
+``doc_string`` fields; they are stripped so that two checkouts at different paths produce the same
+bytes.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from pipeline.artifact import Artifact
+from pipeline.context import RunContext
+from pipeline.graph import OutputFile, Stage, StageOutput
+from pipeline.program import load_program
+from pipeline.reference import Reference
+from pipeline.verify import check_node
+from targets.onnxruntime import OrtRunner
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+def _strip_graph(graph: onnx.GraphProto) -> None:
+    graph.doc_string = ""
+    del graph.metadata_props[:]
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.doc_string = ""
+        del value.metadata_props[:]
+    for init in graph.initializer:
+        init.doc_string = ""
+        del init.metadata_props[:]
+    for node in graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _strip_graph(attr.g)
+            for sub in attr.graphs:
+                _strip_graph(sub)
+
+
+def strip_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove every field that can hold a path, a stack trace or a timestamp."""
+    model.doc_string = ""
+    del model.metadata_props[:]
+    model.producer_name = "mobile-export"
+    model.producer_version = ""
+    _strip_graph(model.graph)
+    for function in model.functions:
+        function.doc_string = ""
+        del function.metadata_props[:]
+        for node in function.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+    return model
+
+
+def name_batch_dim(model: onnx.ModelProto, name: str = "batch") -> None:
+    """Give the exporter's generated symbol for the batch dimension (e.g. ``s31``) a stable name."""
+    first = model.graph.input[0].type.tensor_type.shape.dim[0]
+    if not first.HasField("dim_param"):
+        return
+    symbol = first.dim_param
+    for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param == symbol:
+                dim.dim_param = name
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+def export_to_onnx(program_path: Path, out_path: Path, opset: int) -> dict[str, Any]:
+    """Export, simplify, strip and check; returns facts about the graph for the record."""
+    import onnxsim
+    import torch
+
+    program = load_program(program_path)
+    onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=opset,
+                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                     external_data=False, optimize=True, verbose=False)
+    exported = onnx_program.model_proto
+    exported_ops = op_counts(exported)
+    simplified, ok = onnxsim.simplify(exported)
+    if not ok:
+        raise RuntimeError("onnxsim could not validate the simplified model")
+    model = strip_metadata(simplified)
+    name_batch_dim(model)
+    onnx.checker.check_model(model, full_check=True)
+    out_path.write_bytes(model.SerializeToString(deterministic=True))
+    return {"exporter": f"torch.onnx dynamo (torch {torch.__version__})", "opset": opset,
+            "ops_exported": exported_ops, "ops": op_counts(model),
+            "nodes": len(model.graph.node), "simplifier": f"onnxsim {onnxsim.__version__}"}
+
+
+class ExportOnnxStage(Stage):
+    stage = "export_onnx"
+    version = 1
+    tools = ("torch", "onnx", "onnxscript", "onnxsim", "onnxruntime")
+    inputs = ("fused_program", "reference")
+    outputs = ("onnx",)
+    target = "onnx"
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def config(self) -> dict[str, Any]:
+        return {"opset": self.ctx.config.opset, **self.ctx.measure_config("fp32")}
+
+    def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
+        c = self.ctx.config
+        path = workdir / "model.onnx"
+        info = export_to_onnx(inputs["fused_program"].path, path, c.opset)
+        record = check_node(OrtRunner(path, c.threads), Reference.load(inputs["reference"].path),
+                            self.ctx.tolerance("fp32"), c.bench)
+        record["info"] = info
+        return StageOutput({"onnx": OutputFile(path, "onnx", {"opset": c.opset})}, record)

@@ -1,0 +1,1 @@
+"""Deployment targets: each module registers one Target and its Runner."""

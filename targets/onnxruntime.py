@@ -1,0 +1,68 @@
+"""ONNX target: the fp32 ONNX export, run on ONNX Runtime's CPU execution provider."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from targets.base import Runner, Target, register
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime CPU session, all graph optimisations on, ``threads`` intra-op threads."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        super().__init__(threads)
+        self.path = Path(path)
+        self._session = None
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(self.path), options,
+                                             providers=["CPUExecutionProvider"])
+
+    def deactivate_impl(self) -> None:
+        self._session = None
+
+    def input_names_impl(self) -> list[str]:
+        return [i.name for i in self._session.get_inputs()]
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._session.get_outputs()]
+        values = self._session.run(names, {k: np.ascontiguousarray(v, dtype=np.float32)
+                                           for k, v in feeds.items()})
+        return dict(zip(names, values))
+
+
+@register
+class OnnxTarget(Target):
+    """fp32 ONNX from the fused program, checked and timed on ONNX Runtime."""
+
+    name = "onnx"
+    platform = "onnx"
+    precisions = ("fp32",)
+    suffixes = (".onnx",)
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return f"onnxruntime is not importable ({exc}); run `make setup`"
+        return None
+
+    def stages(self, ctx, precisions):
+        from pipeline.stages.export_onnx import ExportOnnxStage
+
+        return [ExportOnnxStage(ctx)] if "fp32" in precisions else []
+
+    def runner(self, path: Path, threads: int) -> Runner:
+        return OrtRunner(path, threads)

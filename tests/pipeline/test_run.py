@@ -1,0 +1,74 @@
+"""End to end on a tiny model: report schema, verdicts, publishing, cache reuse, exit codes."""
+from __future__ import annotations
+
+import json
+import time
+
+from pipeline.run import execute
+
+NODE_KEYS = {"name", "stage", "target", "precision", "artifact", "parity", "latency", "cached"}
+PARITY_KEYS = {"verdict", "reason", "max_abs", "max_rel", "cosine", "top1_agreement", "n_inputs"}
+LATENCY_KEYS = {"runtime", "median_ms", "p90_ms", "runs", "threads"}
+
+
+def test_tiny_run_passes_every_gate(tiny_run) -> None:
+    report = tiny_run.report
+    assert tiny_run.exit_code == 0
+    names = [n["name"] for n in report["nodes"]]
+    assert names == ["load", "trace", "fuse", "export_onnx"]
+    for node in report["nodes"]:
+        assert NODE_KEYS <= set(node)
+        assert PARITY_KEYS <= set(node["parity"])
+        assert LATENCY_KEYS <= set(node["latency"])
+        assert node["parity"]["verdict"] == "pass", node["parity"]
+        assert node["parity"]["n_inputs"] == 8 + 2      # 8 packaged photos + 2 random
+        assert node["latency"]["runs"] >= 50 and node["latency"]["median_ms"] > 0
+        assert node["latency"]["throughput"]["batch"] == 4
+        assert not node["cached"]
+    assert set(report) >= {"model", "machine", "nodes"}
+    assert report["model"]["params"] > 0 and report["model"]["macs"] > 0
+
+
+def test_report_files_written(tiny_run) -> None:
+    on_disk = json.loads((tiny_run.out_dir / "report.json").read_text())
+    assert on_disk["nodes"] == tiny_run.report["nodes"]
+    markdown = (tiny_run.out_dir / "report.md").read_text()
+    assert "export_onnx" in markdown and "| pass |" in markdown
+
+
+def test_onnx_is_published_with_its_digest(tiny_run) -> None:
+    from pipeline.artifact import sha256_file
+
+    node = tiny_run.report["nodes"][-1]
+    path = node["artifact"]["path"]
+    assert path.endswith("onnx/mobilenet_v2_0.35_64_10cls/model.onnx")
+    assert sha256_file(__import__("pathlib").Path(path)) == node["artifact"]["sha256"]
+
+
+def test_fuse_folds_every_batchnorm(tiny_run) -> None:
+    fuse = next(n for n in tiny_run.report["nodes"] if n["name"] == "fuse")
+    assert fuse["info"]["after"]["batch_norm"] == 0
+    assert fuse["info"]["batchnorm_folded"] == fuse["info"]["before"]["batch_norm"] == 52
+    assert fuse["parity"]["max_rel"] <= 1e-5
+
+
+def test_rerun_is_cached_and_fast(tiny_run) -> None:
+    config = tiny_run.report["run"]["config"]
+    from pipeline.config import PipelineConfig
+
+    start = time.perf_counter()
+    again = execute(PipelineConfig.model_validate(config))
+    seconds = time.perf_counter() - start
+    assert [n["cached"] for n in again.report["nodes"]] == [True] * 4
+    assert again.report["nodes"][-1]["artifact"]["sha256"] == \
+        tiny_run.report["nodes"][-1]["artifact"]["sha256"]
+    assert seconds < 0.5 * tiny_run.report["run"]["seconds"]
+
+
+def test_forced_stage_reruns_downstream(tiny_run) -> None:
+    from pipeline.config import PipelineConfig
+
+    config = {**tiny_run.report["run"]["config"], "force": ["fuse"]}
+    again = execute(PipelineConfig.model_validate(config))
+    status = {n["name"]: n["status"] for n in again.report["nodes"]}
+    assert status == {"load": "cached", "trace": "cached", "fuse": "ran", "export_onnx": "ran"}
