@@ -21,6 +21,7 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _LIST_LIMIT = 8
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error: ([^\n]+)")
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -85,15 +86,18 @@ def _load_torch(path: Path, fmt: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = _UNSUPPORTED_GLOBAL.search(_ANSI.sub("", str(exc)))
-        if found is None:  # a damaged pickle stream, not a forbidden object
-            raise _fail(path, f"cannot be read ({_first_line(exc)})",
-                        "download or save it again") from None
+        text = _ANSI.sub("", str(exc))
+        found = _UNSUPPORTED_GLOBAL.search(text)
+        if found is None:  # a damaged pickle stream, or content the safe loader cannot rebuild
+            reason = _UNPICKLER_REASON.search(text)
+            detail = reason.group(1).strip()[:200] if reason else _first_line(exc)
+            raise _fail(path, f"cannot be read safely ({detail})",
+                        "save model.state_dict() again with torch.save or safetensors") from None
         raise _fail(path, f"holds pickled Python objects, not only tensors (it needs "
                     f"{found.group(1)}): a pickled whole module (torch.save(model)) is refused "
                     "because unpickling runs arbitrary code",
                     "save model.state_dict() instead") from None
-    except Exception as exc:  # a truncated legacy file fails with EOFError, IndexError, struct.error…
+    except Exception as exc:  # truncated legacy files: EOFError, IndexError, struct.error…
         raise _fail(path, f"cannot be read, it is truncated or damaged ({_first_line(exc)})",
                     "download or save it again") from None
     return _unwrap(path, obj)
@@ -108,7 +112,8 @@ def _unwrap(path: Path, obj: object) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise _fail(path, f"does not contain a state_dict (got {type(obj).__name__})",
                     "save model.state_dict() (a mapping of names to tensors)")
-    others = [f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    others = [f"{k} ({type(v).__name__})" for k, v in obj.items()
+              if not isinstance(v, torch.Tensor)]
     if others:
         raise _fail(path, f"does not contain a state_dict: entries {_listing(others)} are not "
                     "tensors", "save model.state_dict(), or wrap it as {'state_dict': ...}")

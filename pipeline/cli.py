@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.errors import EXIT_OK, MobileExportError
@@ -32,7 +33,7 @@ def _guard(debug: bool, body: Callable[[], int]) -> None:
     except MobileExportError as exc:
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     raise typer.Exit(code)
 
@@ -122,7 +123,8 @@ def run(
         print_nodes(outcome.report)
         for node in outcome.report["nodes"]:
             if node["status"] in ("failed", "unavailable"):
-                console.print(f"[red]{node['name']}[/]: {node['error']}", highlight=False)
+                console.print(f"[red]{node['name']}[/]: {escape(str(node['error']))}",
+                              highlight=False)
         console.print(f"report: {outcome.out_dir / 'report.json'}", highlight=False)
         return outcome.exit_code
 

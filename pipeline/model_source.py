@@ -2,6 +2,7 @@
 ``path/to/file.py:factory``."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -94,7 +95,11 @@ def _import_location(location: str):
         path = Path(location)
         if not path.is_file():
             raise UserInputError(f"--model: file {location} not found; pass an existing .py file")
-        name = f"_mobile_export_user_{abs(hash(str(path.resolve())))}"
+        resolved = path.resolve()
+        name = "_mobile_export_user_" + hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
+        # Like `python file.py`: the file's folder is importable, so it may import its siblings.
+        if str(resolved.parent) not in sys.path:
+            sys.path.insert(0, str(resolved.parent))
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -112,7 +117,8 @@ def _import_location(location: str):
         parts = location.split(".")
         if exc.name is None or exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
             raise UserInputError(f"--model: module {location!r} not found ({exc}); check the "
-                                 "name and that its package is installed or on PYTHONPATH") from None
+                                 "name and that its package is installed or on PYTHONPATH"
+                                 ) from None
         raise UserInputError(f"--model: importing {location} failed ({_describe(exc)}); install "
                              f"{exc.name!r} or fix the import in {location}") from None
     except Exception as exc:  # the module exists but running it failed

@@ -1,9 +1,37 @@
 """MobileNetV3-Large and -Small (Howard et al. 2019, "Searching for MobileNetV3", arXiv:1905.02244).
 
 Block settings (Tables 1 and 2 of the paper), SE placement, activations, channel rounding,
-``last_channel`` rule, BatchNorm hyper-parameters and weight init are those of
-``torchvision.models.mobilenet_v3_large`` / ``mobilenet_v3_small``; the ``state_dict`` keys are
-identical, so torchvision checkpoints load with ``strict=True``.
+BatchNorm hyper-parameters and weight init are those of ``torchvision.models.mobilenet_v3_large``
+/ ``mobilenet_v3_small``; the ``state_dict`` keys are identical, so torchvision checkpoints load
+with ``strict=True``. At α = 1 the network *is* torchvision's (5,483,032 / 2,542,856 params).
+
+Width multiplier α ≠ 1 follows the TF-slim reference implementation that produced the paper's
+α = 0.75 models (Table 3: Large 4.0 M / 155 M MAdds, Small 2.0 M / 44 M), not torchvision's rule
+(which scales every table entry independently and the head's hidden layer too, giving
+3.38 M / 140 M and 1.65 M / 39 M at 0.75). The TF-slim rule, from
+tensorflow/models research/slim/nets/mobilenet/:
+
+* ``mobilenet.py: depth_multiplier`` scales every op's ``num_outputs`` (stem, each block's
+  projection, the last 1×1 conv "960"/"576", the pre-logits 1×1 conv "1280"/"1024") to
+  ``_make_divisible(n * α, divisible_by=8, min_depth=8)`` — the same rounding as
+  :func:`~pipeline.models.layers.make_divisible`.
+* Expansion sizes are *not* table entries scaled by α: ``mobilenet_v3.py: mbv3_op`` passes
+  ``expansion_size=expand_input_by_factor(ef)`` and ``conv_blocks.py: expand_input_by_factor``
+  returns ``_make_divisible(num_inputs * ef, 8)`` of the block's actual (already scaled) input
+  depth, with ``ef = exp / in`` of the paper's table (e.g. 4, 184/80, 72/16). The expansion 1×1
+  conv exists only when that size exceeds the input depth (``conv_blocks.py: expanded_conv``).
+* SE squeeze width: ``conv_blocks.py: squeeze_excite`` (``squeeze_factor=4``) uses
+  ``_make_divisible(expansion / 4, 8)`` of the (scaled) expansion — as torchvision.
+* The pre-logits layer is exempt: ``mobilenet_v3.py: mobilenet(...,
+  finegrain_classification_mode=True)`` replaces the last op's ``multiplier_func`` by the identity,
+  so it keeps 1280 (Large) / 1024 (Small) channels. The released 0.75 checkpoints have it (Keras
+  applications ``mobilenet_v3.py``, which loads them, keeps ``last_point_ch`` unless α > 1), and
+  only with it do the published 4.0 M / 2.0 M come out. Above α = 1 it is scaled, as in Keras and
+  torchvision (``make_divisible(1280 · max(1, α))``, the MobileNetV2 rule).
+
+At α = 1 all of this coincides with torchvision (every table entry is a multiple of 8). The TF
+models have 1001 logits; with 1000 the counts here are 1,281 (Large) / 1,025 (Small) params and
+1,280 / 1,024 MACs lower, which is immaterial.
 
 Key layout::
 
@@ -11,7 +39,7 @@ Key layout::
     features.1 … N    InvertedResidual, children under ``block``:
                         [expand CNA, if expanded != input] → depthwise CNA → [SE, if use_se]
                         → project CNA (conv + BN, no activation)
-    features.N+1      ConvNormActivation(→ 6 × last block's channels, 1×1, Hardswish)
+    features.N+1      ConvNormActivation(→ 960α / 576α (6 × last block's at α = 1), 1×1, Hardswish)
     classifier        0 Linear → 1 Hardswish → 2 Dropout → 3 Linear
 """
 from __future__ import annotations
@@ -32,6 +60,7 @@ __all__ = [
     "mobilenet_v3_large",
     "mobilenet_v3_small",
     "mobilenet_v3_config",
+    "mobilenet_v3_head_channels",
 ]
 
 # BatchNorm as in torchvision's MobileNetV3 (TF's decay 0.99 → momentum 0.01; eps 1e-3).
@@ -44,7 +73,12 @@ def _adjust(channels: float, width_mult: float) -> int:
 
 @dataclass(frozen=True)
 class BlockConfig:
-    """One bneck row of Table 1/2, with channels already scaled by the width multiplier."""
+    """One bneck row of Table 1/2, with channels already scaled by the width multiplier.
+
+    :meth:`scaled` applies TF-slim's rule (see the module docstring): input and output channels
+    are ``make_divisible(c · α, 8)``, the expansion is ``make_divisible(scaled_in · exp / in, 8)``
+    (TF-slim ``conv_blocks.py: expand_input_by_factor``). At α = 1 this is the table itself.
+    """
 
     input_channels: int
     kernel: int
@@ -70,10 +104,13 @@ class BlockConfig:
     ) -> "BlockConfig":
         if activation not in ("RE", "HS"):
             raise ValueError(f"activation must be 'RE' or 'HS', got {activation!r}")
+        scaled_in = _adjust(input_channels, width_mult)
+        # TF-slim: expansion_size = expand_input_by_factor(ef)(num_inputs=scaled_in), ef = exp/in.
+        expansion_factor = expanded_channels / input_channels
         return cls(
-            input_channels=_adjust(input_channels, width_mult),
+            input_channels=scaled_in,
             kernel=kernel,
-            expanded_channels=_adjust(expanded_channels, width_mult),
+            expanded_channels=make_divisible(scaled_in * expansion_factor, 8),
             out_channels=_adjust(out_channels, width_mult),
             use_se=use_se,
             use_hs=activation == "HS",
@@ -118,6 +155,8 @@ class InvertedResidual(nn.Module):
             )
         )
         if cnf.use_se:
+            # TF-slim conv_blocks.py: squeeze_excite, _make_divisible(expansion / 4, 8) (the
+            # expansion is a multiple of 8, so // and / agree).
             squeeze = make_divisible(cnf.expanded_channels // 4, 8)
             layers.append(SqueezeExcitation(cnf.expanded_channels, squeeze))
         layers.append(
@@ -141,7 +180,12 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV3(nn.Module):
-    """MobileNetV3 trunk + classifier head built from a list of :class:`BlockConfig`."""
+    """MobileNetV3 trunk + classifier head built from a list of :class:`BlockConfig`.
+
+    ``last_channel`` is the width of the classifier's hidden layer; ``lastconv_channels`` that of
+    the last 1×1 conv (``features[-1]``), by default 6 × the last block's output channels
+    (torchvision's rule; :func:`mobilenet_v3_head_channels` gives TF-slim's for α ≠ 1).
+    """
 
     def __init__(
         self,
@@ -149,6 +193,7 @@ class MobileNetV3(nn.Module):
         last_channel: int,
         num_classes: int = 1000,
         dropout: float = 0.2,
+        lastconv_channels: int | None = None,
     ) -> None:
         super().__init__()
         if not inverted_residual_setting:
@@ -171,7 +216,9 @@ class MobileNetV3(nn.Module):
         ]
         layers += [InvertedResidual(cnf) for cnf in inverted_residual_setting]
         lastconv_in = inverted_residual_setting[-1].out_channels
-        lastconv_out = 6 * lastconv_in
+        lastconv_out = 6 * lastconv_in if lastconv_channels is None else lastconv_channels
+        if lastconv_out < 1:
+            raise ValueError(f"lastconv_channels must be >= 1, got {lastconv_out}")
         layers.append(
             ConvNormActivation(
                 lastconv_in,
@@ -206,8 +253,10 @@ def mobilenet_v3_config(
 
     ``reduced_tail`` halves the channels of the last stage (and of the head's hidden layer);
     ``dilated`` replaces the last stage's stride with dilation 2 — both as in torchvision.
-    ``last_channel`` is ``make_divisible((1280 or 1024) // reduce_divider * width_mult, 8)``,
-    i.e. the head's hidden layer *is* scaled by the width multiplier (unlike MobileNetV2's).
+    Channels follow TF-slim's width rule (module docstring); ``last_channel`` is the second
+    element of :func:`mobilenet_v3_head_channels`: ``make_divisible((1280 or 1024) //
+    reduce_divider * max(1, width_mult), 8)`` — not scaled down below α = 1 (TF-slim's
+    ``finegrain_classification_mode``), scaled up above it.
     """
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult}")
@@ -234,7 +283,6 @@ def mobilenet_v3_config(
             b(160 // rd, 5, 960 // rd, 160 // rd, True, "HS", 1, dil),
             b(160 // rd, 5, 960 // rd, 160 // rd, True, "HS", 1, dil),
         ]
-        last_channel = _adjust(1280 // rd, width_mult)  # C5
     elif arch == "mobilenet_v3_small":
         setting = [
             b(16, 3, 16, 16, True, "RE", 2, 1),  # C1
@@ -249,13 +297,45 @@ def mobilenet_v3_config(
             b(96 // rd, 5, 576 // rd, 96 // rd, True, "HS", 1, dil),
             b(96 // rd, 5, 576 // rd, 96 // rd, True, "HS", 1, dil),
         ]
-        last_channel = _adjust(1024 // rd, width_mult)  # C5
     else:
         raise ValueError(
             f"unsupported MobileNetV3 arch {arch!r}; "
             "use 'mobilenet_v3_large' or 'mobilenet_v3_small'"
         )
+    _, last_channel = mobilenet_v3_head_channels(arch, width_mult, reduced_tail)  # C5
     return setting, last_channel
+
+
+def mobilenet_v3_head_channels(
+    arch: str, width_mult: float = 1.0, reduced_tail: bool = False
+) -> tuple[int, int]:
+    """``(lastconv_channels, last_channel)``: widths of the last 1×1 conv and of the classifier's
+    hidden layer, by TF-slim's rule (research/slim/nets/mobilenet/mobilenet_v3.py, ``V3_LARGE`` /
+    ``V3_SMALL`` specs and ``mobilenet(..., finegrain_classification_mode=True)``).
+
+    * last 1×1 conv: its own op in TF-slim (``num_outputs=960`` / ``576``), scaled by
+      ``mobilenet.py: depth_multiplier`` → ``make_divisible((960 or 576) // rd · α, 8)``. At the
+      published widths 1.0 and 0.75 that equals 6 × the last block's channels, the rule
+      torchvision and Keras use at every α; at other α the two can differ (0.62: 592 vs 576).
+    * classifier hidden layer: ``make_divisible((1280 or 1024) // rd · max(1, α), 8)`` — exempt
+      from the multiplier below 1 (``finegrain_classification_mode``), scaled above it (Keras
+      applications ``mobilenet_v3.py``: ``if alpha > 1.0: last_point_ch = _depth(...)``).
+
+    ``rd`` is 2 with ``reduced_tail`` (torchvision's option), else 1.
+    """
+    if not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    rd = 2 if reduced_tail else 1
+    if arch == "mobilenet_v3_large":
+        lastconv, hidden = 960 // rd, 1280 // rd
+    elif arch == "mobilenet_v3_small":
+        lastconv, hidden = 576 // rd, 1024 // rd
+    else:
+        raise ValueError(
+            f"unsupported MobileNetV3 arch {arch!r}; "
+            "use 'mobilenet_v3_large' or 'mobilenet_v3_small'"
+        )
+    return _adjust(lastconv, width_mult), _adjust(hidden, max(1.0, width_mult))
 
 
 def mobilenet_v3_large(
@@ -265,9 +345,13 @@ def mobilenet_v3_large(
     reduced_tail: bool = False,
     dilated: bool = False,
 ) -> MobileNetV3:
-    """MobileNetV3-Large (paper Table 1); 5,483,032 parameters at α = 1, 1000 classes."""
+    """MobileNetV3-Large (paper Table 1); 5,483,032 parameters at α = 1, 1000 classes
+    (3,993,528 at α = 0.75; paper Table 3: 4.0 M)."""
     setting, last = mobilenet_v3_config("mobilenet_v3_large", width_mult, reduced_tail, dilated)
-    return MobileNetV3(setting, last, num_classes=num_classes, dropout=dropout)
+    lastconv, _ = mobilenet_v3_head_channels("mobilenet_v3_large", width_mult, reduced_tail)
+    return MobileNetV3(
+        setting, last, num_classes=num_classes, dropout=dropout, lastconv_channels=lastconv
+    )
 
 
 def mobilenet_v3_small(
@@ -277,6 +361,10 @@ def mobilenet_v3_small(
     reduced_tail: bool = False,
     dilated: bool = False,
 ) -> MobileNetV3:
-    """MobileNetV3-Small (paper Table 2); 2,542,856 parameters at α = 1, 1000 classes."""
+    """MobileNetV3-Small (paper Table 2); 2,542,856 parameters at α = 1, 1000 classes
+    (2,041,872 at α = 0.75; paper Table 3: 2.0 M)."""
     setting, last = mobilenet_v3_config("mobilenet_v3_small", width_mult, reduced_tail, dilated)
-    return MobileNetV3(setting, last, num_classes=num_classes, dropout=dropout)
+    lastconv, _ = mobilenet_v3_head_channels("mobilenet_v3_small", width_mult, reduced_tail)
+    return MobileNetV3(
+        setting, last, num_classes=num_classes, dropout=dropout, lastconv_channels=lastconv
+    )

@@ -224,9 +224,11 @@ PAPER_TABLE: dict[tuple[str, float, int], tuple[float, float]] = {
     # Howard et al. 2019, arXiv:1905.02244, Table 3 (MAdds, Params), in the version torchvision
     # implements (arXiv v1–v4). arXiv v5 revised the Small rows to 66 M / 2.9 M (α = 1) and
     # 44 M / 2.4 M (α = 0.75), the figures of the TF-slim release, a slightly different network.
-    # At α = 0.75 torchvision's width rule (every layer, expansions and the head's hidden layer
-    # included, scaled and rounded independently) gives smaller networks than the paper's models
-    # (≈ 15 % fewer params, ≈ 10 % fewer MAdds); this zoo follows torchvision.
+    # At α = 0.75 the zoo follows TF-slim's width rule, which made the paper's 0.75 models
+    # (expansions = make_divisible(scaled input · exp/in, 8), classifier hidden layer kept at
+    # 1280/1024; see pipeline/models/mobilenet_v3.py): 3.99 M / 154.6 M and 2.04 M / 43.4 M.
+    # torchvision's rule (every entry scaled, hidden layer too) would give 3.38 M / 140 M and
+    # 1.65 M / 39.1 M. At α = 1 both rules are the same network.
     ("mobilenet_v3_large", 1.0, 224): (5.4, 219.0),
     ("mobilenet_v3_large", 0.75, 224): (4.0, 155.0),
     ("mobilenet_v3_small", 1.0, 224): (2.5, 56.0),

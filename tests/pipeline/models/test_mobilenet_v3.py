@@ -1,14 +1,22 @@
-"""MobileNetV3-Large/Small: torchvision parity (parameter counts, state_dict layout, SE, init)."""
+"""MobileNetV3-Large/Small: torchvision parity at α = 1 (parameter counts, state_dict layout, SE,
+init) and TF-slim's width rule for α ≠ 1 (the rule of the paper's 0.75 models)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from pipeline.models import ConvNormActivation, MobileNetV3, SqueezeExcitation, count_params
+from pipeline.models import (
+    ConvNormActivation,
+    MobileNetV3,
+    SqueezeExcitation,
+    count_macs,
+    count_params,
+)
 from pipeline.models.mobilenet_v3 import (
     InvertedResidual,
     mobilenet_v3_config,
+    mobilenet_v3_head_channels,
     mobilenet_v3_large,
     mobilenet_v3_small,
 )
@@ -127,20 +135,89 @@ def test_classifier_and_batchnorm_hyperparameters() -> None:
     ("arch", "width", "reduced_tail", "last_channel", "head"),
     [
         ("mobilenet_v3_large", 1.0, False, 1280, 960),
-        ("mobilenet_v3_large", 0.75, False, 960, 720),
+        ("mobilenet_v3_large", 0.75, False, 1280, 720),  # hidden layer exempt below α = 1
+        ("mobilenet_v3_large", 0.5, False, 1280, 480),
+        ("mobilenet_v3_large", 1.25, False, 1600, 1200),  # ... and scaled above it
         ("mobilenet_v3_large", 1.0, True, 640, 480),
+        ("mobilenet_v3_large", 0.75, True, 640, 360),
         ("mobilenet_v3_small", 1.0, False, 1024, 576),
-        ("mobilenet_v3_small", 0.75, False, 768, 432),
+        ("mobilenet_v3_small", 0.75, False, 1024, 432),
+        ("mobilenet_v3_small", 1.25, False, 1280, 720),
         ("mobilenet_v3_small", 1.0, True, 512, 288),
     ],
 )
 def test_last_channel_rule(
     arch: str, width: float, reduced_tail: bool, last_channel: int, head: int
 ) -> None:
-    # torchvision: last_channel = adjust_channels(1280 // reduce_divider) — scaled by α.
+    # TF-slim mobilenet_v3.py: mobilenet(finegrain_classification_mode=True) keeps the pre-logits
+    # layer at 1280/1024 (// 2 with reduced_tail); Keras scales it only for α > 1.
     setting, last = mobilenet_v3_config(arch, width, reduced_tail=reduced_tail)
     assert last == last_channel
-    assert 6 * setting[-1].out_channels == head
+    assert mobilenet_v3_head_channels(arch, width, reduced_tail) == (head, last_channel)
+    builder = mobilenet_v3_large if arch.endswith("large") else mobilenet_v3_small
+    model = builder(width, reduced_tail=reduced_tail)
+    assert model.features[-1][0].out_channels == head
+    assert model.classifier[0].in_features == head
+    assert model.classifier[0].out_features == last_channel == model.classifier[3].in_features
+
+
+def test_last_conv_is_scaled_as_its_own_op() -> None:
+    # TF-slim's last 1×1 conv is a separate op (num_outputs=960) → make_divisible(960 · α, 8);
+    # at α = 0.62 that is 592, while 6 × make_divisible(160 · α, 8) would be 576.
+    setting, _ = mobilenet_v3_config("mobilenet_v3_large", 0.62)
+    assert setting[-1].out_channels == 96
+    assert mobilenet_v3_head_channels("mobilenet_v3_large", 0.62)[0] == 592
+    assert mobilenet_v3_large(0.62).features[-1][0].out_channels == 592
+
+
+#: Expansion sizes per block. α = 1: the paper's Tables 1/2 (= torchvision). α = 0.75: TF-slim
+#: conv_blocks.py expand_input_by_factor — make_divisible(scaled input · exp/in, 8) — e.g. Large
+#: block 2: input stays 16 (make_divisible(12) = 16), 16 · 4 = 64 (torchvision: 64 · 0.75 → 48).
+EXPANSIONS = {
+    ("mobilenet_v3_large", 1.0): [
+        16, 64, 72, 72, 120, 120, 240, 200, 184, 184, 480, 672, 672, 960, 960
+    ],
+    ("mobilenet_v3_large", 0.75): [
+        16, 64, 72, 72, 96, 96, 192, 160, 144, 144, 384, 528, 528, 720, 720
+    ],
+    ("mobilenet_v3_small", 1.0): [16, 72, 88, 96, 240, 240, 120, 144, 288, 576, 576],
+    ("mobilenet_v3_small", 0.75): [16, 72, 88, 96, 192, 192, 96, 120, 240, 432, 432],
+}
+
+
+@pytest.mark.parametrize(("arch", "width"), sorted(EXPANSIONS))
+def test_expansion_sizes_follow_tf_slim(arch: str, width: float) -> None:
+    setting, _ = mobilenet_v3_config(arch, width)
+    assert [c.expanded_channels for c in setting] == EXPANSIONS[(arch, width)]
+    for prev, cnf in zip(setting, setting[1:]):
+        assert cnf.input_channels == prev.out_channels
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_large", "mobilenet_v3_small"])
+@pytest.mark.parametrize("reduced_tail", [False, True])
+@pytest.mark.parametrize("dilated", [False, True])
+def test_width_one_is_the_table(arch: str, reduced_tail: bool, dilated: bool) -> None:
+    # At α = 1 TF-slim's rule reduces to the paper's table, i.e. to torchvision's network.
+    setting, last = mobilenet_v3_config(arch, 1.0, reduced_tail=reduced_tail, dilated=dilated)
+    rd = 2 if reduced_tail else 1
+    tail = {"mobilenet_v3_large": (160, 960, 1280), "mobilenet_v3_small": (96, 576, 1024)}[arch]
+    assert setting[-1].out_channels == tail[0] // rd
+    assert setting[-1].expanded_channels == tail[1] // rd
+    assert last == tail[2] // rd
+    assert mobilenet_v3_head_channels(arch, 1.0, reduced_tail)[0] == 6 * (tail[0] // rd)
+    if not reduced_tail:
+        assert [c.expanded_channels for c in setting] == EXPANSIONS[(arch, 1.0)]
+
+
+#: This implementation's counts at α = 0.75 (1000 classes). Paper Table 3: Large 4.0 M / 155 M,
+#: Small 2.0 M / 44 M MAdds (checked against PAPER_TABLE in test_registry.py).
+COUNTS_075 = {"large": (3_993_528, 154_560_624), "small": (2_041_872, 43_399_344)}
+
+
+@pytest.mark.parametrize("arch", ["large", "small"])
+def test_width_075_counts(arch: str) -> None:
+    model = BUILDERS[arch](0.75)
+    assert (count_params(model), count_macs(model, 224)) == COUNTS_075[arch]
 
 
 def test_dilated_keeps_output_stride_16() -> None:

@@ -1,0 +1,139 @@
+"""``make bench``: full-size zoo models on every runtime so far, side by side in one run.
+
+For each thread count (1, the stable figure on these shared machines, and 2) one interleaved
+session times every (model, runtime, batch) case in A/B rounds, so drift hits all of them alike.
+The ONNX models come from the pipeline itself (cached after the first run), so what is timed is
+exactly what ``make onnx`` publishes. Results: ``artifacts/bench/bench.json`` and a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.bench import BenchSession, benchmark_interleaved
+from pipeline.cache import atomic_write_bytes
+from pipeline.config import PipelineConfig
+from pipeline.context import RunContext
+from pipeline.machine import describe_machine
+from pipeline.run import execute
+from pipeline.stages.load import build_reference_model
+from targets.base import Runner
+from targets.onnxruntime import OrtRunner
+from targets.torch_ref import TorchRunner
+
+MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large")
+
+
+def onnx_for(model: str, artifacts_dir: Path) -> tuple[RunContext, Path]:
+    """Run (or reuse from the cache) the pipeline for a full-size model; return its ONNX file."""
+    config = PipelineConfig(model=model, artifacts_dir=artifacts_dir)
+    outcome = execute(config)
+    node = next(n for n in outcome.report["nodes"] if n["target"] == "onnx")
+    if node["parity"]["verdict"] != "pass":
+        raise SystemExit(f"{model}: ONNX parity {node['parity']['verdict']}; not benchmarking it")
+    return RunContext(config), Path(node["artifact"]["path"])
+
+
+def cases_for(models: dict[str, tuple[RunContext, Path]], threads: int,
+              batches: tuple[int, ...]) -> dict[str, tuple[Runner, dict[str, np.ndarray]]]:
+    cases: dict[str, tuple[Runner, dict[str, np.ndarray]]] = {}
+    rng = np.random.default_rng(0)
+    for model, (ctx, onnx_path) in models.items():
+        runners: list[Runner] = [TorchRunner(build_reference_model(ctx), threads),
+                                 OrtRunner(onnx_path, threads)]
+        for batch in batches:
+            feed = rng.standard_normal(ctx.source.input_shape(batch)).astype(np.float32)
+            for runner in runners:
+                cases[f"{model}|{runner.runtime}|{batch}"] = (runner, {"input": feed})
+    return cases
+
+
+def rows_of(session: BenchSession, threads: int) -> list[dict[str, Any]]:
+    rows = []
+    for name, stats in session.items():
+        model, runtime, batch = name.split("|")
+        target = "torch" if runtime.startswith("torch") else "onnx"
+        rows.append({"model": f"{model}_1.0_224", "target": target, "precision": "fp32",
+                     "runtime": runtime, "batch": int(batch), "threads": threads,
+                     "median_ms": round(stats.median_ms, 3), "p90_ms": round(stats.p90_ms, 3),
+                     "min_ms": round(stats.min_ms, 3),
+                     "throughput_ips": round(stats.throughput_ips, 1), "runs": stats.runs,
+                     "warmup": stats.warmup, "rounds": stats.rounds,
+                     "peak_rss_mb": stats.peak_rss_mb,
+                     "other_cpu_s": round(session.other_cpu_s, 2),
+                     "session_wall_s": round(session.wall_s, 1)})
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ONNX Runtime median / torch eager median for each (model, batch, threads)."""
+    index = {(r["model"], r["runtime"], r["batch"], r["threads"]): r["median_ms"] for r in rows}
+    out = []
+    for (model, runtime, batch, threads), median in sorted(index.items()):
+        if runtime == "onnxruntime":
+            eager = index.get((model, "torch-eager", batch, threads))
+            if eager:
+                out.append({"model": model, "batch": batch, "threads": threads,
+                            "ort_over_eager": round(median / eager, 3)})
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="make bench — medians of interleaved runs (fp32)")
+    for column in ("model", "runtime", "threads", "batch", "median ms", "p90 ms", "img/s"):
+        table.add_column(column)
+    for r in sorted(rows, key=lambda r: (r["threads"], r["model"], r["batch"], r["runtime"])):
+        table.add_row(r["model"], r["runtime"], str(r["threads"]), str(r["batch"]),
+                      f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['throughput_ips']:.0f}")
+    console = Console(width=120)
+    console.print(table)
+    for s in summary:
+        console.print(f"{s['model']} batch {s['batch']} threads {s['threads']}: "
+                      f"ONNX Runtime / eager = {s['ort_over_eager']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench/bench.json"))
+    parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    models = {m: onnx_for(m, args.artifacts_dir) for m in args.models.split(",")}
+    batches = tuple(int(b) for b in args.batches.split(","))
+    rows: list[dict[str, Any]] = []
+    sessions = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        session = benchmark_interleaved(cases_for(models, threads, batches), warmup=args.warmup,
+                                        runs=args.runs, rounds=args.rounds)
+        rows += rows_of(session, threads)
+        sessions.append({"threads": threads, "wall_s": round(session.wall_s, 1),
+                         "own_cpu_s": round(session.own_cpu_s, 1),
+                         "other_cpu_s": round(session.other_cpu_s, 2),
+                         "other_cores_busy": round(session.other_cores_busy, 3)})
+    summary = ratios(rows)
+    atomic_write_bytes(args.out, json.dumps(rows, indent=1).encode())
+    details = {"machine": describe_machine(), "sessions": sessions, "ratios": summary}
+    atomic_write_bytes(args.out.with_name("bench_details.json"),
+                       json.dumps(details, indent=1).encode())
+    print_table(rows, summary)
+    for s in sessions:
+        print(f"threads {s['threads']}: session {s['wall_s']} s, other processes used "
+              f"{s['other_cpu_s']} CPU-s ({s['other_cores_busy']} cores on average)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""pipeline.config: the YAML file and the CLI options fill one strict pydantic model; every
+mistake is one UserInputError line naming the key, the value or the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import PRECISIONS, PipelineConfig, load_config
+from pipeline.errors import EXIT_BAD_INPUT, UserInputError
+
+
+def _yaml(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _error(path: Path | None, overrides: dict | None = None) -> str:
+    with pytest.raises(UserInputError) as info:
+        load_config(path, overrides or {})
+    assert info.value.exit_code == EXIT_BAD_INPUT
+    message = str(info.value)
+    assert "\n" not in message, f"the error must be one line: {message!r}"
+    return message
+
+
+# -- valid configurations ----------------------------------------------------------------------
+
+
+def test_defaults_without_file_or_options() -> None:
+    config = load_config(None, {})
+    assert config == PipelineConfig()
+    assert config.targets == ("onnx",) and config.precisions == ("fp32",)
+
+
+def test_yaml_is_read_and_cli_options_win(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "model: mobilenet_v3_small\nwidth: 0.75\nresolution: 96\n"
+                           "bench:\n  batch: 2\nparity:\n  n_random: 1\n"
+                           "tolerances:\n  fp16:\n    min_cosine: 0.99\n")
+    config = load_config(path, {"resolution": 64, "width": None, "model": None})
+    assert config.model == "mobilenet_v3_small"
+    assert config.width == 0.75, "an option left out (None) does not erase the file's value"
+    assert config.resolution == 64, "the command line wins"
+    assert config.bench.batch == 2 and config.bench.runs == 50
+    assert config.parity.n_random == 1
+    assert config.tolerances["fp16"].min_cosine == 0.99
+
+
+def test_empty_yaml_file_means_defaults(tmp_path: Path) -> None:
+    assert load_config(_yaml(tmp_path, ""), {}) == PipelineConfig()
+
+
+def test_yaml_lists_and_comma_strings_agree(tmp_path: Path) -> None:
+    """``targets: onnx`` and ``precisions: fp32,fp16`` mean what the CLI's comma lists mean."""
+    as_list = load_config(_yaml(tmp_path, "targets: [onnx]\nprecisions: [fp32, fp16]\n", "a.yaml"),
+                          {})
+    as_text = load_config(_yaml(tmp_path, "targets: onnx\nprecisions: fp32, fp16\n", "b.yaml"),
+                          {})
+    assert as_list.targets == as_text.targets == ("onnx",)
+    assert as_list.precisions == as_text.precisions == ("fp32", "fp16")
+
+
+def test_every_run_option_has_a_config_key() -> None:
+    """The module's promise: every CLI option of ``run`` has a key of the same name."""
+    import typer.main
+
+    from pipeline.cli import app
+
+    run = typer.main.get_command(app).commands["run"]
+    options = [p for p in run.params if p.name not in ("config", "debug")]
+    assert options
+    for option in options:
+        flag = max(option.opts, key=len).lstrip("-").replace("-", "_")
+        assert flag in PipelineConfig.model_fields, f"--{flag} has no config key"
+
+
+# -- unknown keys ------------------------------------------------------------------------------
+
+
+def test_unknown_key_is_named_with_the_valid_keys(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "model: mobilenet_v2\nresoluton: 96\n")
+    message = _error(path)
+    assert f"invalid configuration in {path}" in message
+    assert "unknown key 'resoluton'" in message
+    assert "resolution" in message.split("unknown key 'resoluton'")[1], "offers the right key"
+
+
+def test_cli_spelling_in_yaml_is_an_unknown_key(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "artifacts-dir: out\n"))
+    assert "unknown key 'artifacts-dir'" in message and "artifacts_dir" in message
+
+
+def test_unknown_nested_key_lists_that_section_s_keys(tmp_path: Path) -> None:
+    """Regression: the listed 'valid keys' were the top-level ones for a key inside bench."""
+    message = _error(_yaml(tmp_path, "bench:\n  warmup: 10\n  rnus: 50\n"))
+    assert "unknown key 'bench.rnus' (valid keys here: warmup, runs, batch)" in message
+
+
+def test_unknown_tolerance_field_lists_tolerance_fields(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "tolerances:\n  fp16:\n    max_abs: 0.1\n"))
+    assert "unknown key 'tolerances.fp16.max_abs'" in message
+    assert "max_rel, min_cosine, min_top1, min_top5" in message
+
+
+def test_tolerance_for_unknown_precision(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "tolerances:\n  fp64:\n    min_cosine: 0.9\n"))
+    assert "'tolerances'" in message and "fp64" in message
+    assert all(p in message for p in PRECISIONS)
+
+
+# -- bad values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("resolution: big\n", "'resolution'", "'big'"),
+    ("width: -1\n", "'width'", "-1"),
+    ("threads: 0\n", "'threads'", "0"),
+    ("bench:\n  runs: 3\n", "'bench.runs'", "3"),
+    ("opset: 9\n", "'opset'", "9"),
+])
+def test_bad_value_names_key_and_value(tmp_path: Path, text: str, key: str, value: str) -> None:
+    message = _error(_yaml(tmp_path, text))
+    assert f"{key}: " in message
+    assert f"(got {value})" in message
+    assert "Value error," not in message
+
+
+def test_several_problems_in_one_line(tmp_path: Path) -> None:
+    message = _error(_yaml(tmp_path, "resolution: big\ncolour: red\n"))
+    assert "'resolution'" in message and "unknown key 'colour'" in message
+
+
+# -- the file itself ---------------------------------------------------------------------------
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    message = _error(path)
+    assert f"config file {path} does not exist" in message
+    assert "existing YAML file" in message
+
+
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path: Path) -> None:
+    """Regression: the YAML parser's multi-line message was passed through as it was."""
+    path = _yaml(tmp_path, "model: [unclosed\nwidth: 1\n")
+    message = _error(path)
+    assert f"config file {path} is not valid YAML at line 2" in message
+    assert "fix the syntax" in message
+
+
+def test_binary_config_file(tmp_path: Path) -> None:
+    """Regression: a non-UTF-8 file escaped as UnicodeDecodeError."""
+    path = tmp_path / "model.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81\x93binary")
+    message = _error(path)
+    assert f"config file {path}" in message and "UTF-8" in message
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "- mobilenet_v2\n- 224\n")
+    message = _error(path)
+    assert f"config file {path} must be a mapping" in message and "list" in message
+
+
+# -- targets and precisions --------------------------------------------------------------------
+
+
+def test_unknown_target_from_the_command_line() -> None:
+    message = _error(None, {"targets": ("onnx", "tensorrt9")})
+    assert "--targets: unknown target(s) ['tensorrt9']" in message
+    assert "available: [" in message and "'onnx'" in message
+    assert "Value error" not in message
+
+
+def test_unknown_precision_from_the_command_line() -> None:
+    message = _error(None, {"precisions": ("fp32", "fp8")})
+    assert "--precisions: unknown precision(s) ['fp8']" in message
+    assert "available: ['fp32', 'fp16', 'int8']" in message
+
+
+def test_unknown_target_from_the_file_names_the_key(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "targets: [onnx, coreml2]\n")
+    message = _error(path)
+    assert f"invalid configuration in {path}" in message
+    assert "'targets': unknown target(s) ['coreml2']" in message
+
+
+def test_cli_error_in_a_run_with_a_file_names_the_option(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "model: mobilenet_v2\n")
+    message = _error(path, {"precisions": ("int4",)})
+    assert "--precisions: unknown precision(s) ['int4']" in message
+    assert str(path) in message and "command-line" in message
+
+
+def test_empty_target_list() -> None:
+    assert "at least one target" in _error(None, {"targets": ()})
