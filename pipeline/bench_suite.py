@@ -48,7 +48,7 @@ def cases_for(models: dict[str, tuple[RunContext, Path]], threads: int,
         for batch in batches:
             feed = rng.standard_normal(ctx.source.input_shape(batch)).astype(np.float32)
             for runner in runners:
-                cases[f"{model}|{runner.runtime}|{batch}"] = (runner, {"input": feed})
+                cases[f"{ctx.source.label}|{runner.runtime}|{batch}"] = (runner, {"input": feed})
     return cases
 
 
@@ -57,7 +57,7 @@ def rows_of(session: BenchSession, threads: int) -> list[dict[str, Any]]:
     for name, stats in session.items():
         model, runtime, batch = name.split("|")
         target = "torch" if runtime.startswith("torch") else "onnx"
-        rows.append({"model": f"{model}_1.0_224", "target": target, "precision": "fp32",
+        rows.append({"model": model, "target": target, "precision": "fp32",
                      "runtime": runtime, "batch": int(batch), "threads": threads,
                      "median_ms": round(stats.median_ms, 3), "p90_ms": round(stats.p90_ms, 3),
                      "min_ms": round(stats.min_ms, 3),

@@ -50,6 +50,7 @@ class PipelineConfig(_Strict):
     force: tuple[str, ...] = ()
     threads: int = Field(1, ge=1)
     opset: int = Field(18, ge=13)
+    convert_timeout_s: int = Field(900, ge=1, description="limit for each isolated converter call")
     bench: BenchConfig = BenchConfig()
     parity: ParityConfig = ParityConfig()
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)

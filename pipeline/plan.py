@@ -37,7 +37,21 @@ def build_graph(ctx: RunContext, targets: list[Target]) -> tuple[Graph, dict[str
             unavailable[target.name] = reason
             continue
         stages.extend(target.stages(ctx, ctx.config.precisions))
-    return Graph(stages), unavailable
+    return Graph(with_providers(ctx, stages)), unavailable
+
+
+def with_providers(ctx: RunContext, stages: list[Stage]) -> list[Stage]:
+    """Add the shared stages that requested stages consume but nobody asked for (e.g. the ONNX
+    export that the TFLite and TensorRT converters start from, when `onnx` is not a target)."""
+    from pipeline.stages.export_onnx import ExportOnnxStage
+
+    providers = {"onnx": ExportOnnxStage}
+    produced = {o for s in stages for o in s.outputs}
+    for needed in [i for s in stages for i in s.inputs if i not in produced]:
+        if needed in providers and needed not in produced:
+            stages.append(providers[needed](ctx))
+            produced.add(needed)
+    return stages
 
 
 def preflight(ctx: RunContext) -> None:

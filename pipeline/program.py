@@ -1,6 +1,7 @@
 """Saving, loading and exporting torch.export programs with a dynamic batch dimension."""
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -33,4 +34,5 @@ def save_program(program: ExportedProgram, path: Path) -> None:
 
 
 def load_program(path: Path) -> ExportedProgram:
-    return torch.export.load(str(path))
+    """Load a saved program; read as bytes because cache objects have no ``.pt2`` suffix."""
+    return torch.export.load(io.BytesIO(Path(path).read_bytes()))

@@ -85,6 +85,11 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
     label = ctx.source.label
     published = publish(graph, results, targets, config.artifacts_dir, label)
     nodes = [node_json(r, published.get(r.stage.name)) for r in results]
+    for target in targets:
+        mine = [n for n, r in zip(nodes, results) if r.stage.name in published
+                and r.stage.target == target.name]
+        if mine:
+            target.write_sidecar(config.artifacts_dir / target.platform / label, mine)
     for name, reason in unavailable.items():
         target = next(t for t in targets if t.name == name)
         nodes += [unavailable_node(name, p, reason) for p in config.precisions

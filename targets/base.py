@@ -95,6 +95,11 @@ class Target(ABC):
     def runner(self, path: "object", threads: int) -> Runner:
         """A runner for one artifact file of this target."""
 
+    def write_sidecar(self, folder: "object", nodes: list[dict]) -> None:
+        """Called after this target's verified artifacts were copied into ``folder`` (a Path),
+        with their report nodes; a target that ships a sidecar (e.g. ``model.json``) writes it
+        here. Default: none."""
+
     def publish_name(self, output: str, precision: str, suffix: str) -> str:
         """File name of a published copy, e.g. ``model.onnx`` or ``model_fp16.tflite``."""
         return f"model{suffix}" if precision == "fp32" else f"model_{precision}{suffix}"

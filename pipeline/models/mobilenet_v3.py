@@ -338,6 +338,15 @@ def mobilenet_v3_head_channels(
     return _adjust(lastconv, width_mult), _adjust(hidden, max(1.0, width_mult))
 
 
+def _mobilenet_v3(arch: str, width_mult: float, num_classes: int, dropout: float,
+                  reduced_tail: bool, dilated: bool) -> MobileNetV3:
+    setting, last = mobilenet_v3_config(arch, width_mult, reduced_tail, dilated)
+    lastconv, _ = mobilenet_v3_head_channels(arch, width_mult, reduced_tail)
+    return MobileNetV3(
+        setting, last, num_classes=num_classes, dropout=dropout, lastconv_channels=lastconv
+    )
+
+
 def mobilenet_v3_large(
     width_mult: float = 1.0,
     num_classes: int = 1000,
@@ -347,11 +356,8 @@ def mobilenet_v3_large(
 ) -> MobileNetV3:
     """MobileNetV3-Large (paper Table 1); 5,483,032 parameters at α = 1, 1000 classes
     (3,993,528 at α = 0.75; paper Table 3: 4.0 M)."""
-    setting, last = mobilenet_v3_config("mobilenet_v3_large", width_mult, reduced_tail, dilated)
-    lastconv, _ = mobilenet_v3_head_channels("mobilenet_v3_large", width_mult, reduced_tail)
-    return MobileNetV3(
-        setting, last, num_classes=num_classes, dropout=dropout, lastconv_channels=lastconv
-    )
+    return _mobilenet_v3("mobilenet_v3_large", width_mult, num_classes, dropout, reduced_tail,
+                         dilated)
 
 
 def mobilenet_v3_small(
@@ -363,8 +369,5 @@ def mobilenet_v3_small(
 ) -> MobileNetV3:
     """MobileNetV3-Small (paper Table 2); 2,542,856 parameters at α = 1, 1000 classes
     (2,041,872 at α = 0.75; paper Table 3: 2.0 M)."""
-    setting, last = mobilenet_v3_config("mobilenet_v3_small", width_mult, reduced_tail, dilated)
-    lastconv, _ = mobilenet_v3_head_channels("mobilenet_v3_small", width_mult, reduced_tail)
-    return MobileNetV3(
-        setting, last, num_classes=num_classes, dropout=dropout, lastconv_channels=lastconv
-    )
+    return _mobilenet_v3("mobilenet_v3_small", width_mult, num_classes, dropout, reduced_tail,
+                         dilated)

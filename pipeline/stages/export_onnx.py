@@ -89,6 +89,8 @@ def export_to_onnx(program_path: Path, out_path: Path, opset: int) -> dict[str, 
     import onnxsim
     import torch
 
+    # The exporter logs, at warning level, that torchvision's ops are not registered: noise here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     program = load_program(program_path)
     onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=opset,
                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -1,0 +1,92 @@
+"""Run a heavy converter call (TensorFlow, onnx2tf, coremltools) in a child process with a timeout.
+
+Those libraries can crash the interpreter (a segfault in a C++ kernel), hang, or exhaust memory;
+in the child that costs one stage, not the run. A crash, a non-zero exit or a timeout becomes an
+:class:`IsolatedCallError` naming the stage, the model, and the last lines the converter printed.
+
+Contract: ``run_isolated("package.module:function", {json kwargs}, ...)`` calls
+``function(**kwargs)`` in a fresh interpreter and returns its JSON-serialisable result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StageError
+
+TAIL_LINES = 25
+
+
+class IsolatedCallError(StageError):
+    """The isolated call crashed, failed or timed out; ``tail`` holds its last output lines."""
+
+    def __init__(self, stage: str, model: str, problem: str, tail: list[str]) -> None:
+        shown = "\n    ".join(tail) if tail else "(no output)"
+        super().__init__(stage, f"{problem} while converting {model}; last output:\n    {shown}")
+        self.problem = problem
+        self.tail = tail
+
+
+def _tail(path: Path) -> list[str]:
+    with open(path, errors="replace") as handle:
+        return [line.rstrip() for line in deque(handle, maxlen=TAIL_LINES) if line.strip()]
+
+
+def run_isolated(target: str, kwargs: dict[str, Any], *, stage: str, model: str,
+                 timeout_s: float, env: dict[str, str] | None = None) -> Any:
+    """Call ``target`` (``module:function``) with ``kwargs`` in a child process."""
+    with tempfile.TemporaryDirectory(prefix="mobile-export-isolate-") as tmp:
+        request, result, log = Path(tmp, "request.json"), Path(tmp, "result.json"), \
+            Path(tmp, "output.log")
+        request.write_text(json.dumps({"target": target, "kwargs": kwargs}))
+        child_env = {**os.environ, **(env or {})}
+        child_env.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline.isolate", str(request),
+                                     str(result)], stdout=out, stderr=subprocess.STDOUT,
+                                    env=child_env, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise IsolatedCallError(stage, model, f"timed out after {timeout_s:.0f} s",
+                                        _tail(log)) from None
+        if code < 0:
+            name = signal.Signals(-code).name
+            raise IsolatedCallError(stage, model, f"the converter process crashed ({name})",
+                                    _tail(log))
+        if code != 0 or not result.is_file():
+            raise IsolatedCallError(stage, model, f"the converter exited with code {code}",
+                                    _tail(log))
+        return json.loads(result.read_text())["result"]
+
+
+def _child(request_path: str, result_path: str) -> int:
+    import importlib
+    import traceback
+
+    request = json.loads(Path(request_path).read_text())
+    module_name, function_name = request["target"].split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+        value = function(**request["kwargs"])
+    except Exception as exc:  # reported through the parent's typed error
+        traceback.print_exc()
+        print(f"{type(exc).__name__}: {exc}", flush=True)
+        return 1
+    tmp = Path(result_path + ".tmp")
+    tmp.write_text(json.dumps({"result": value}, default=str))
+    os.replace(tmp, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child(sys.argv[1], sys.argv[2]))
