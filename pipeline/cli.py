@@ -107,6 +107,23 @@ def run(
     force: Optional[str] = typer.Option(None, help="Rerun these stages (comma list) and "
                                         "everything downstream."),
     threads: Optional[int] = typer.Option(None, help="Threads for every runtime."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled image folder "
+                                            "root/<class>/<image> for accuracy at every node."),
+    dataset: Optional[str] = typer.Option(None, help="Built-in labelled dataset: digits "
+                                          "(evaluation, calibration and fine-tuning)."),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
+                                                  help="Train this many epochs first."),
+    quant_method: Optional[str] = typer.Option(None, "--quant-method",
+                                               help="int8 calibration: minmax|entropy|percentile"),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images",
+                                               help="Number of calibration images for int8."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Gate on the "
+                                                 "fine-tuned model's held-out accuracy (0-1)."),
+    prune: Optional[float] = typer.Option(None, help="Pruning ratio in (0, 1)."),
+    prune_mode: Optional[str] = typer.Option(None, "--prune-mode",
+                                             help="structured (channels) | unstructured"),
+    distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Recover the "
+                                           "pruned model by distillation from the unpruned one."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
     """Convert a model, check parity and latency at every stage, write the report."""
@@ -118,7 +135,11 @@ def run(
         cfg = load_config(config, {
             "model": model, "weights": weights, "width": width, "resolution": resolution,
             "num_classes": num_classes, "targets": _csv(targets), "precisions": _csv(precisions),
-            "calib": calib, "out": out_dir, "artifacts_dir": artifacts_dir, "force": _csv(force), "threads": threads})
+            "calib": calib, "out": out_dir, "artifacts_dir": artifacts_dir, "force": _csv(force), "threads": threads,
+            "eval": eval_dir, "dataset": dataset, "finetune_epochs": finetune_epochs,
+            "quant_method": quant_method, "calib_images": calib_images,
+            "min_accuracy": min_accuracy, "prune": prune, "prune_mode": prune_mode,
+            "distill": distill})
         outcome = execute(cfg, _Progress())
         print_nodes(outcome.report)
         for node in outcome.report["nodes"]:

@@ -5,7 +5,7 @@ Unknown keys are refused with their names; every CLI option has a key of the sam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -36,6 +36,17 @@ class ParityConfig(_Strict):
     max_calib: int = Field(64, ge=1)
 
 
+DEFAULT_ACCURACY_DROP = {"fp32": 0.0, "fp16": 0.005, "int8": 0.01, "prune": 0.01}
+
+
+class QuantConfig(_Strict):
+    """The one int8 recipe every target's quantizer follows."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calib_images: int = Field(64, ge=1)
+    per_channel: bool = True
+
+
 class PipelineConfig(_Strict):
     model: str = "mobilenet_v2"
     weights: Path | None = None
@@ -50,6 +61,22 @@ class PipelineConfig(_Strict):
     force: tuple[str, ...] = ()
     threads: int = Field(1, ge=1)
     opset: int = Field(18, ge=13)
+    dataset: Literal["digits"] | None = Field(None, description="built-in labelled dataset "
+                                              "for evaluation, calibration and fine-tuning")
+    eval: Path | None = Field(None, description="labelled image folder root/<class>/<image>")
+    finetune_epochs: int = Field(0, ge=0)
+    train_dir: Path | None = Field(None, description="labelled folder to fine-tune on")
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="gate on the fine-tuned "
+                                       "model's held-out accuracy")
+    prune: float | None = Field(None, description="pruning ratio in (0, 1)")
+    prune_mode: Literal["structured", "unstructured"] = "structured"
+    prune_scope: Literal["uniform", "global"] = "uniform"
+    distill: bool = Field(False, description="recover a pruned model by distillation")
+    distill_epochs: int = Field(3, ge=1)
+    quant_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calib_images: int = Field(64, ge=1)
+    accuracy_gates: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACCURACY_DROP),
+                                             description="largest accuracy drop (fraction)")
     convert_timeout_s: int = Field(900, ge=1, description="limit for each isolated converter call")
     bench: BenchConfig = BenchConfig()
     parity: ParityConfig = ParityConfig()
@@ -87,10 +114,23 @@ class PipelineConfig(_Strict):
     @field_validator("tolerances")
     @classmethod
     def _tolerance_keys(cls, value: dict[str, Tolerance]) -> dict[str, Tolerance]:
-        unknown = [p for p in value if p not in PRECISIONS]
+        known = list(PRECISIONS) + ["prune"]
+        unknown = [p for p in value if p not in known]
         if unknown:
-            raise ValueError(f"tolerances for unknown precision(s) {unknown}; use {list(PRECISIONS)}")
+            raise ValueError(f"tolerances for unknown precision(s) {unknown}; use {known}")
         return value
+
+    @field_validator("prune")
+    @classmethod
+    def _prune_ratio(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"pruning ratio {value} is outside (0, 1); pass e.g. --prune 0.3 "
+                             "to remove 30 % of the channels")
+        return value
+
+    @property
+    def quant(self) -> QuantConfig:
+        return QuantConfig(method=self.quant_method, calib_images=self.calib_images)
 
     @property
     def cache_dir(self) -> Path:

@@ -40,17 +40,35 @@ class RunContext:
         """Digest of the calibration folder's file names and contents (None without --calib)."""
         if self.config.calib is None:
             return None
-        digest = hashlib.sha256()
-        root = Path(self.config.calib)
-        for path in list_images(root):
-            digest.update(str(path.relative_to(root)).encode() + b"\0")
-            digest.update(sha256_file(path).encode())
-        return digest.hexdigest()
+        return _folder_digest(Path(self.config.calib))
+
+    def accuracy_drop(self, precision: str) -> float | None:
+        """Largest accuracy drop allowed for this precision (None: no accuracy gate)."""
+        return self.config.accuracy_gates.get(precision)
+
+    @cached_property
+    def eval_identity(self) -> dict[str, Any] | None:
+        """What the labelled evaluation set depends on (None when there is none)."""
+        if self.config.eval is not None:
+            return {"folder": _folder_digest(Path(self.config.eval))}
+        if self.config.dataset is not None:
+            return {"dataset": self.config.dataset, "seed": self.config.parity.seed}
+        return None
 
     def measure_config(self, precision: str) -> dict[str, Any]:
-        """The settings that change a node's parity and latency records."""
+        """The settings that change a node's parity, accuracy and latency records."""
         return {"threads": self.config.threads, "bench": self.config.bench.model_dump(),
-                "tolerance": self.tolerance(precision).model_dump()}
+                "tolerance": self.tolerance(precision).model_dump(),
+                "accuracy_drop": self.accuracy_drop(precision)}
+
+
+def _folder_digest(root: Path) -> str:
+    """Digest of an image folder's relative file names and contents."""
+    digest = hashlib.sha256()
+    for path in list_images(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 def _source_code_digest(ref: str) -> str | None:

@@ -297,3 +297,71 @@ def build_parity_inputs(
     randoms = random_inputs(n_random, (3, crop, crop), seed)
     add([(f"random:{seed}:{i}", r) for i, r in enumerate(randoms)], "random")
     return ParityInputs(names=names, kinds=kinds, batch=np.stack(tensors).astype(np.float32))
+
+
+# -- labelled data: calibration, evaluation and fine-tuning ---------------------------------------
+
+
+@dataclass
+class LabelledSet:
+    """Images with integer labels; ``classes[i]`` names label ``i``."""
+
+    names: list[str]
+    images: list[np.ndarray]  # uint8 HxWx3
+    labels: np.ndarray        # int64 (N,)
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, prep: PreprocessingLike) -> np.ndarray:
+        """(N, 3, crop, crop) float32 model inputs."""
+        return np.stack([preprocess(image, prep) for image in self.images]).astype(np.float32)
+
+    def subset(self, indices: Sequence[int]) -> "LabelledSet":
+        return LabelledSet([self.names[i] for i in indices], [self.images[i] for i in indices],
+                           self.labels[np.asarray(indices, dtype=np.int64)], self.classes)
+
+
+DIGITS_SPLITS = ("train", "calib", "eval")
+
+
+def render_digit(image: np.ndarray, scale: int = 8) -> np.ndarray:
+    """An 8x8 scikit-learn digit (0-16) as a black-on-white-free RGB uint8 image, upscaled."""
+    gray = np.clip(image / 16.0 * 255.0, 0, 255).astype(np.uint8)
+    big = np.kron(gray, np.ones((scale, scale), dtype=np.uint8))
+    return np.repeat(big[..., None], 3, axis=2)
+
+
+@lru_cache(maxsize=4)
+def digits_splits(seed: int = 0) -> dict[str, LabelledSet]:
+    """scikit-learn's handwritten digits (shipped in the package, 1,797 images, 10 classes),
+    split stratified into train (70 %), calibration (10 %) and held-out evaluation (20 %)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    train, rest = train_test_split(index, test_size=0.3, random_state=seed,
+                                   stratify=digits.target)
+    calib, held_out = train_test_split(rest, test_size=2 / 3, random_state=seed,
+                                       stratify=digits.target[rest])
+    everything = LabelledSet([f"digits:{i}" for i in index],
+                             [render_digit(img) for img in digits.images],
+                             digits.target.astype(np.int64), [str(d) for d in range(10)])
+    return {name: everything.subset(sorted(part.tolist()))
+            for name, part in zip(DIGITS_SPLITS, (train, calib, held_out))}
+
+
+def labelled_folder(path: Path | str, *, limit: int | None = None) -> LabelledSet:
+    """An image-folder dataset: ``root/<class>/<image>``; classes sorted by name."""
+    root = Path(path)
+    items = image_folder(root, limit=limit)
+    class_of = [name.split("/", 1)[0] if "/" in name else None for name, _ in items]
+    loose = [name for name, cls in zip((n for n, _ in items), class_of) if cls is None]
+    if loose:
+        raise DataError(f"'{root}' holds images outside class folders (e.g. {loose[0]}); "
+                        "arrange it as root/<class>/<image>")
+    classes = sorted(set(class_of))
+    labels = np.array([classes.index(c) for c in class_of], dtype=np.int64)
+    return LabelledSet([n for n, _ in items], [to_rgb(img) for _, img in items], labels, classes)

@@ -11,7 +11,16 @@ from targets.base import Target, registered_targets
 
 
 def trunk_stages(ctx: RunContext) -> list[Stage]:
-    return [LoadStage(ctx), TraceStage(ctx), FuseStage(ctx)]
+    stages: list[Stage] = []
+    if ctx.config.finetune_epochs > 0:
+        from pipeline.stages.finetune import FinetuneStage
+
+        stages.append(FinetuneStage(ctx))
+    if ctx.config.prune:
+        from pipeline.stages.prune import PruneStage
+
+        stages.append(PruneStage(ctx))
+    return stages + [LoadStage(ctx), TraceStage(ctx), FuseStage(ctx)]
 
 
 def requested_targets(ctx: RunContext) -> list[Target]:
@@ -59,7 +68,27 @@ def preflight(ctx: RunContext) -> None:
     from pipeline.stages.load import build_reference_model
 
     ctx.source.check_resolution(build_reference_model(ctx))
-    if ctx.config.calib is not None:
+    c = ctx.config
+    if c.calib is not None:
         from pipeline.data import image_folder
 
-        image_folder(ctx.config.calib, limit=1)
+        image_folder(c.calib, limit=1)
+    if c.eval is not None:
+        from pipeline.data import labelled_folder
+
+        classes = labelled_folder(c.eval).classes
+        if len(classes) > c.num_classes:
+            raise UserInputError(f"--eval {c.eval} has {len(classes)} classes but the model "
+                                 f"outputs {c.num_classes}; pass the matching --num-classes")
+    if c.dataset == "digits" and c.num_classes != 10:
+        raise UserInputError(f"--dataset digits has 10 classes but --num-classes is "
+                             f"{c.num_classes}; pass --num-classes 10")
+    if c.prune and c.distill and c.dataset is None and c.train_dir is None:
+        raise UserInputError("--distill needs training data: pass --dataset digits or set "
+                             "train_dir to a labelled folder root/<class>/<image>")
+    if c.prune and not ctx.source.is_zoo:
+        raise UserInputError("--prune works on zoo models (the pruned architecture is rebuilt "
+                             "from the zoo's spec); drop --prune for this model")
+    if c.finetune_epochs > 0 and c.dataset is None and c.train_dir is None:
+        raise UserInputError("--finetune-epochs needs training data: pass --dataset digits or "
+                             "set train_dir to a labelled folder root/<class>/<image>")

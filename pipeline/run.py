@@ -31,6 +31,11 @@ def _unverified(reason: str) -> dict[str, Any]:
             "cosine": None, "top1_agreement": None, "n_inputs": 0}
 
 
+#: Node keys present only where they apply: accuracy with labels, params/macs on pruned nodes,
+#: warnings (e.g. fewer calibration images than requested).
+OPTIONAL_NODE_KEYS = ("accuracy", "params", "macs", "warnings")
+
+
 def node_json(result: NodeResult, published: Path | None) -> dict[str, Any]:
     """One node of report.json (schema: see README, 'Report format')."""
     stage = result.stage
@@ -48,7 +53,8 @@ def node_json(result: NodeResult, published: Path | None) -> dict[str, Any]:
     return {"name": stage.name, "stage": stage.stage, "target": stage.target,
             "precision": stage.precision, "status": result.status, "cached": result.cached,
             "seconds": round(result.seconds, 3), "artifact": artifact, "parity": parity,
-            "latency": latency, "info": result.record.get("info", {}), "error": result.error}
+            "latency": latency, "info": result.record.get("info", {}), "error": result.error,
+            **{key: result.record[key] for key in OPTIONAL_NODE_KEYS if key in result.record}}
 
 
 def unavailable_node(target: str, precision: str, reason: str) -> dict[str, Any]:

@@ -45,11 +45,12 @@ class OrtRunner(Runner):
 
 @register
 class OnnxTarget(Target):
-    """fp32 ONNX from the fused program, checked and timed on ONNX Runtime."""
+    """fp32 ONNX from the fused program and its int8 QDQ quantization, checked and timed on
+    ONNX Runtime."""
 
     name = "onnx"
     platform = "onnx"
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
     suffixes = (".onnx",)
 
     def unavailable_reason(self) -> str | None:
@@ -61,8 +62,12 @@ class OnnxTarget(Target):
 
     def stages(self, ctx, precisions):
         from pipeline.stages.export_onnx import ExportOnnxStage
+        from pipeline.stages.quantize import QuantizeOnnxStage
 
-        return [ExportOnnxStage(ctx)] if "fp32" in precisions else []
+        stages = [ExportOnnxStage(ctx)] if "fp32" in precisions else []
+        if "int8" in precisions:
+            stages.append(QuantizeOnnxStage(ctx))
+        return stages
 
     def runner(self, path: Path, threads: int) -> Runner:
         return OrtRunner(path, threads)

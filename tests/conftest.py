@@ -36,44 +36,34 @@ def tiny_config(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny MobileNetV2 (α 0.35, 64 px, 10 classes) briefly trained on scikit-learn's digits,
-    plus a folder of held-out digit images. int8 parity is only meaningful on trained weights."""
-    import numpy as np
+    """A tiny MobileNetV2 (α 0.35, 64 px, 10 classes) trained on the digits' train split by the
+    pipeline's own training loop, plus a folder of the calibration split's images. int8 parity
+    is only meaningful on trained weights."""
     import torch
     from PIL import Image
     from safetensors.torch import save_file
-    from sklearn.datasets import load_digits
 
-    from pipeline.data import preprocess
+    from pipeline.data import digits_splits
+    from pipeline.finetune import TrainConfig, accuracy, train
     from pipeline.models.registry import ModelSpec, build, preprocessing_for
 
     root = tmp_path_factory.mktemp("trained")
     spec = ModelSpec("mobilenet_v2", 0.35, 64, 10)
     prep = preprocessing_for(spec)
-    digits = load_digits()
-    pixels = (digits.images / 16.0 * 255).astype(np.uint8)
-    rgb = [np.repeat(np.kron(img, np.ones((9, 9), np.uint8))[..., None], 3, axis=2)
-           for img in pixels]                                  # 72x72 RGB digits
-    x = torch.from_numpy(np.stack([preprocess(img, prep) for img in rgb]))
-    y = torch.from_numpy(digits.target).long()
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    train, held_out = order[:1500], order[1500:]
+    splits = digits_splits(0)
+    fit, held_out = splits["train"], splits["eval"]
     torch.manual_seed(0)
-    model = build(spec).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        for batch in train.split(64):
-            optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimiser.step()
-    model.eval()
-    with torch.inference_mode():
-        accuracy = (model(x[held_out]).argmax(1) == y[held_out]).float().mean().item()
+    model = build(spec)
+    train(model, fit.batch(prep), fit.labels, held_out.batch(prep)[:100], held_out.labels[:100],
+          TrainConfig(epochs=4, seed=0))
+    value = accuracy(model, torch.from_numpy(held_out.batch(prep)),
+                     torch.from_numpy(held_out.labels))
     weights = root / "digits.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     calib = root / "calib"
-    for index in held_out[:48].tolist():
-        folder = calib / str(int(y[index]))
+    for name, image, label in zip(splits["calib"].names, splits["calib"].images,
+                                  splits["calib"].labels):
+        folder = calib / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rgb[index]).save(folder / f"{index}.png")
-    return {"weights": weights, "calib": calib, "accuracy": accuracy, "spec": spec}
+        Image.fromarray(image).save(folder / f"{name.replace(':', '_')}.png")
+    return {"weights": weights, "calib": calib, "accuracy": value, "spec": spec}

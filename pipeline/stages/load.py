@@ -5,6 +5,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -12,18 +13,42 @@ from torch import nn
 from pipeline.artifact import Artifact
 from pipeline.checkpoint import apply_state_dict, read_state_dict
 from pipeline.context import RunContext
-from pipeline.data import build_parity_inputs
+from pipeline.data import ParityInputs, build_parity_inputs
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.models.counting import count_macs, count_params, fp32_bytes
 from pipeline.parity import run_outputs
-from pipeline.reference import Reference
+from pipeline.evaluation import evaluation_set
+from pipeline.reference import EvalSet, Reference
 from pipeline.verify import check_node
 from targets.torch_ref import TorchRunner
 
 
-def build_reference_model(ctx: RunContext) -> nn.Module:
-    """The user's model with the user's weights (or seeded initial weights), in eval mode."""
+def is_pruned_file(path: Path) -> bool:
+    from safetensors import safe_open
+
+    from pipeline.pruning import PRUNED_FORMAT
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get("format") == PRUNED_FORMAT
+
+
+def restore_model(ctx: RunContext, path: Path) -> nn.Module:
+    """A model from weights this pipeline stored: a plain state_dict, or a pruned model's."""
+    if is_pruned_file(path):
+        from pipeline.pruning import load_pruned
+
+        return load_pruned(path, ctx.source.spec).eval()
+    model = ctx.source.build()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+def build_reference_model(ctx: RunContext, trained: Artifact | None = None) -> nn.Module:
+    """The user's model with the user's weights (or seeded initial weights), in eval mode;
+    with ``trained``, the weights the finetune or prune stage produced instead."""
     torch.manual_seed(ctx.config.parity.seed)
+    if trained is not None:
+        return restore_model(ctx, trained.path)
     model = ctx.source.build()
     weights = ctx.config.weights
     if weights is not None:
@@ -31,16 +56,47 @@ def build_reference_model(ctx: RunContext) -> nn.Module:
     return model.eval()
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Every state_dict entry as its own contiguous tensor (safetensors refuses shared storage)."""
+def save_weights(model: nn.Module, path: Path, pruned_spec=None) -> None:
+    """Every state_dict entry as its own contiguous tensor (safetensors refuses shared storage);
+    a pruned model also stores its channel configuration (``pruned_spec`` given)."""
+    if pruned_spec is not None:
+        from pipeline.pruning import save_pruned
+
+        save_pruned(model, path, pruned_spec)
+        return
     save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
 
 
 def materialize(ctx: RunContext, weights: Artifact) -> nn.Module:
     """Rebuild the reference model from the stored weights of the load stage."""
-    model = ctx.source.build()
-    model.load_state_dict(load_file(str(weights.path)), strict=True)
-    return model.eval()
+    return restore_model(ctx, weights.path)
+
+
+def reference_evaluation(ctx: RunContext, runner: TorchRunner) -> EvalSet | None:
+    """The labelled evaluation images with the reference's logits on them (None without labels)."""
+    labelled = evaluation_set(ctx)
+    if labelled is None:
+        return None
+    data, source = labelled
+    batch = data.batch(ctx.source.preprocessing)
+    eval_inputs = EvalSet(batch, data.labels, np.zeros((0,)), source).as_parity_inputs()
+    logits = next(iter(run_outputs(runner, eval_inputs).values()))
+    return EvalSet(batch, data.labels, logits, source)
+
+
+EVAL_PARITY_SAMPLES = 32
+
+
+def with_eval_samples(inputs: ParityInputs, evaluation: EvalSet | None) -> ParityInputs:
+    """Add up to 32 labelled evaluation images (kind ``eval``, evenly spread) to the parity set,
+    so that a model trained on other images than photos is also compared on its own kind."""
+    if evaluation is None:
+        return inputs
+    n = len(evaluation.labels)
+    picks = np.unique(np.linspace(0, n - 1, min(n, EVAL_PARITY_SAMPLES)).round().astype(int))
+    return ParityInputs(inputs.names + [f"eval:{i}" for i in picks],
+                        inputs.kinds + ["eval"] * len(picks),
+                        np.concatenate([inputs.batch, evaluation.inputs[picks]]))
 
 
 class LoadStage(Stage):
@@ -51,30 +107,36 @@ class LoadStage(Stage):
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        self.inputs = ("pruned_weights",) if ctx.config.prune else \
+            ("trained_weights",) if ctx.config.finetune_epochs > 0 else ()
 
     def config(self) -> dict[str, Any]:
         c = self.ctx.config
         return {"model": self.ctx.model_identity, "parity": c.parity.model_dump(),
-                "calib": self.ctx.calib_identity, **self.ctx.measure_config("fp32")}
+                "calib": self.ctx.calib_identity, "eval": self.ctx.eval_identity,
+                **self.ctx.measure_config("fp32")}
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         ctx, c = self.ctx, self.ctx.config
-        model = build_reference_model(ctx)
+        source = inputs.get("pruned_weights") or inputs.get("trained_weights")
+        model = build_reference_model(ctx, source)
         ctx.source.check_resolution(model)
         weights_path = workdir / "weights.safetensors"
-        save_weights(model, weights_path)
+        save_weights(model, weights_path, ctx.source.spec if c.prune else None)
         parity_inputs = build_parity_inputs(ctx.source.preprocessing, c.calib,
                                             n_random=c.parity.n_random, seed=c.parity.seed,
                                             max_calib=c.parity.max_calib)
         with TorchRunner(model, c.threads) as runner:
-            reference = Reference(parity_inputs, run_outputs(runner, parity_inputs))
+            evaluation = reference_evaluation(ctx, runner)
+            parity_inputs = with_eval_samples(parity_inputs, evaluation)
+            reference = Reference(parity_inputs, run_outputs(runner, parity_inputs), evaluation)
         reference_path = workdir / "reference.safetensors"
         reference.save(reference_path)
         # The node's own check: the stored weights, rebuilt into a fresh model, reproduce the
         # reference bit for bit (catches non-determinism, train-mode dropout, unsaved buffers).
         stored = Artifact("weights", "", weights_path)
         record = check_node(TorchRunner(materialize(ctx, stored), c.threads, "torch-eager"),
-                            reference, ctx.tolerance("fp32"), c.bench)
+                            reference, ctx.tolerance("fp32"), c.bench, ctx.accuracy_drop("fp32"))
         record["model"] = {"label": ctx.source.label, "params": count_params(model),
                            "macs": count_macs(model, c.resolution), "fp32_bytes": fp32_bytes(model),
                            "inputs": parity_inputs.counts(),

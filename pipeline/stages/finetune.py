@@ -1,0 +1,99 @@
+"""finetune: train (or fine-tune) the model on labelled data before anything is exported.
+
+Data: ``--dataset digits`` (scikit-learn's digits, train split; 10 % of it held back for picking
+the best epoch) or a labelled folder ``train_dir``. The held-out evaluation split is never seen
+here. The node's gate is the held-out accuracy against ``min_accuracy`` when that is set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.accuracy import wilson_interval
+from pipeline.artifact import Artifact
+from pipeline.context import RunContext
+from pipeline.data import LabelledSet, digits_splits, labelled_folder
+from pipeline.errors import UserInputError
+from pipeline.evaluation import evaluation_set
+from pipeline.finetune import TrainConfig, accuracy, train
+from pipeline.graph import OutputFile, Stage, StageOutput
+
+
+def training_set(ctx: RunContext) -> LabelledSet:
+    if ctx.config.train_dir is not None:
+        return labelled_folder(ctx.config.train_dir)
+    if ctx.config.dataset == "digits":
+        return digits_splits(ctx.config.parity.seed)["train"]
+    raise UserInputError("--finetune-epochs needs training data: pass --dataset digits or "
+                         "set train_dir to a labelled folder root/<class>/<image>")
+
+
+class FinetuneStage(Stage):
+    stage = "finetune"
+    version = 1
+    tools = ("torch", "scikit-learn", "pillow")
+    outputs = ("trained_weights",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def config(self) -> dict[str, Any]:
+        c = self.ctx.config
+        return {"model": self.ctx.model_identity, "epochs": c.finetune_epochs,
+                "dataset": c.dataset, "train_dir": str(c.train_dir) if c.train_dir else None,
+                "eval": self.ctx.eval_identity, "seed": c.parity.seed,
+                "min_accuracy": c.min_accuracy}
+
+    def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
+        from pipeline.stages.load import build_reference_model, save_weights
+
+        ctx, c = self.ctx, self.ctx.config
+        data = training_set(ctx)
+        if len(data.classes) != c.num_classes:
+            raise UserInputError(f"the training data has {len(data.classes)} classes but "
+                                 f"--num-classes is {c.num_classes}; pass --num-classes "
+                                 f"{len(data.classes)}")
+        prep = ctx.source.preprocessing
+        rng = np.random.default_rng(c.parity.seed)
+        order = rng.permutation(len(data))
+        n_val = max(1, len(data) // 10)
+        val, fit = data.subset(sorted(order[:n_val])), data.subset(sorted(order[n_val:]))
+        model = build_reference_model(ctx)
+        result = train(model, fit.batch(prep), fit.labels, val.batch(prep), val.labels,
+                       TrainConfig(epochs=c.finetune_epochs, seed=c.parity.seed,
+                                   hflip=c.dataset != "digits"))
+        path = workdir / "trained.safetensors"
+        save_weights(model, path)
+        record: dict[str, Any] = {"info": {"train_images": len(fit), "val_images": len(val),
+                                           "best_epoch": result.best_epoch,
+                                           "best_val_accuracy": result.best_val_accuracy,
+                                           "history": result.history,
+                                           "train_seconds": round(result.seconds, 1)}}
+        held_out = evaluation_set(ctx)
+        if held_out is not None:
+            labelled, source = held_out
+            import torch
+
+            value = accuracy(model, torch.from_numpy(labelled.batch(prep)),
+                             torch.from_numpy(labelled.labels))
+            low, high = wilson_interval(round(value * len(labelled)), len(labelled))
+            record["accuracy"] = {"value": value, "ci_low": low, "ci_high": high, "delta": 0.0,
+                                  "n": len(labelled), "source": source}
+            record["parity"] = _accuracy_verdict(value, c.min_accuracy, source)
+        return StageOutput({"trained_weights": OutputFile(path, "safetensors")}, record)
+
+
+def _accuracy_verdict(value: float, minimum: float | None, source: str) -> dict[str, Any]:
+    """The finetune node's gate: held-out accuracy against ``min_accuracy``."""
+    base = {"max_abs": None, "max_rel": None, "cosine": None, "top1_agreement": None,
+            "n_inputs": 0, "failures": []}
+    if minimum is None:
+        return {**base, "verdict": "pass",
+                "reason": f"trained; held-out accuracy {100 * value:.2f} % on {source} (no gate)"}
+    if value >= minimum:
+        return {**base, "verdict": "pass", "reason": f"held-out accuracy {100 * value:.2f} % ≥ "
+                f"{100 * minimum:.1f} % on {source}"}
+    failure = f"held-out accuracy {100 * value:.2f} % < {100 * minimum:.1f} % on {source}"
+    return {**base, "verdict": "fail", "reason": failure, "failures": [failure]}
