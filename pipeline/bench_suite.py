@@ -99,6 +99,38 @@ def print_table(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> No
                       f"ONNX Runtime / eager = {s['ort_over_eager']}")
 
 
+#: The built-in trained model (as `make all` builds it) for the int8 and pruning figures.
+TRAINED = {"model": "mobilenet_v2", "width": 1.0, "resolution": 128, "num_classes": 10,
+           "dataset": "digits", "finetune_epochs": 6}
+
+
+def compression_cases(artifacts_dir: Path, threads: int) -> tuple[dict, dict[str, dict]]:
+    """ORT fp32 / int8 / 30 %-pruned (distilled) fp32 of the trained built-in model, plus each
+    variant's accuracy on the digits' held-out split (all produced and gated by the pipeline)."""
+    base = execute(PipelineConfig.model_validate({**TRAINED, "artifacts_dir": artifacts_dir,
+                                                  "precisions": ["fp32", "int8"]}))
+    pruned = execute(PipelineConfig.model_validate({**TRAINED, "artifacts_dir": artifacts_dir,
+                                                    "prune": 0.3, "distill": True}))
+    pick = {"fp32": (base, "export_onnx"), "int8": (base, "onnx:int8"),
+            "pruned30-fp32": (pruned, "export_onnx")}
+    cases, facts = {}, {}
+    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)}
+    for variant, (outcome, node_name) in pick.items():
+        node = next(n for n in outcome.report["nodes"] if n["name"] == node_name)
+        label = f"{outcome.report['model']['label']}-{variant}"
+        cases[f"{label}|onnxruntime|1"] = (OrtRunner(Path(node["artifact"]["path"]), threads), feed)
+        prune_node = next((n for n in outcome.report["nodes"] if n["name"] == "prune"), None)
+        facts[label] = {"variant": variant, "accuracy": (node.get("accuracy") or {}).get("value"),
+                        "verdict": node["parity"]["verdict"],
+                        "params": outcome.report["model"].get("params"),
+                        "macs": outcome.report["model"].get("macs"),
+                        "prune": prune_node and {"params": prune_node.get("params"),
+                                                 "macs": prune_node.get("macs"),
+                                                 "verdict": prune_node["parity"]["verdict"],
+                                                 "accuracy": prune_node.get("accuracy")}}
+    return cases, facts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/bench.json"))
@@ -109,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compression", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time int8 and 30 %% pruning of the trained built-in model")
     args = parser.parse_args(argv)
     models = {m: onnx_for(m, args.artifacts_dir) for m in args.models.split(",")}
     batches = tuple(int(b) for b in args.batches.split(","))
@@ -122,9 +156,27 @@ def main(argv: list[str] | None = None) -> int:
                          "own_cpu_s": round(session.own_cpu_s, 1),
                          "other_cpu_s": round(session.other_cpu_s, 2),
                          "other_cores_busy": round(session.other_cores_busy, 3)})
+    compression: dict[str, Any] = {}
+    if args.compression:
+        cases, facts = compression_cases(args.artifacts_dir, threads=1)
+        session = benchmark_interleaved(cases, warmup=args.warmup, runs=max(args.runs, 200),
+                                        rounds=args.rounds)
+        for row in rows_of(session, threads=1):
+            variant = facts[row["model"]]["variant"]
+            row["precision"] = "int8" if variant == "int8" else "fp32"
+            row.update({k: v for k, v in facts[row["model"]].items() if k != "prune"})
+            rows.append(row)
+        medians = {facts[r["model"]]["variant"]: r["median_ms"] for r in rows
+                   if r["model"] in facts}
+        compression = {"facts": facts,
+                       "int8_over_fp32": round(medians["int8"] / medians["fp32"], 3),
+                       "fp32_over_pruned30": round(medians["fp32"] / medians["pruned30-fp32"], 3)}
+        print(f"ORT int8 / fp32 = {compression['int8_over_fp32']}, "
+              f"pruning speed-up = {compression['fp32_over_pruned30']}x")
     summary = ratios(rows)
     atomic_write_bytes(args.out, json.dumps(rows, indent=1).encode())
-    details = {"machine": describe_machine(), "sessions": sessions, "ratios": summary}
+    details = {"machine": describe_machine(), "sessions": sessions, "ratios": summary,
+               "compression": compression}
     atomic_write_bytes(args.out.with_name("bench_details.json"),
                        json.dumps(details, indent=1).encode())
     print_table(rows, summary)
