@@ -22,7 +22,7 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx all bench clean help
+.PHONY: setup test onnx android ios all bench clean help
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
@@ -44,12 +44,18 @@ test: setup
 onnx: setup
 	$(CLI) run $(RUN_ARGS) --targets onnx --precisions fp32,int8
 
-# Every target implemented so far, one report.
+android: setup
+	$(CLI) run $(RUN_ARGS) --targets tflite --precisions fp32,fp16,int8
+
+ios: setup
+	$(CLI) run $(RUN_ARGS) --targets coreml --precisions fp32,fp16,int8
+
+# Every target this machine can build, one report.
 all: setup
-	$(CLI) run $(RUN_ARGS) --targets onnx --precisions fp32,int8
+	$(CLI) run $(RUN_ARGS) --targets onnx,tflite,coreml --precisions fp32,fp16,int8
 
 bench: setup
 	$(PY) -m pipeline.bench_suite --out artifacts/bench/bench.json
 
 clean:
-	rm -rf artifacts/cache artifacts/reports artifacts/onnx artifacts/bench
+	rm -rf artifacts/cache artifacts/reports artifacts/onnx artifacts/android artifacts/ios artifacts/bench

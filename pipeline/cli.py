@@ -124,6 +124,10 @@ def run(
                                              help="structured (channels) | unstructured"),
     distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Recover the "
                                            "pruned model by distillation from the unpruned one."),
+    tflite_layout: Optional[str] = typer.Option(None, "--tflite-layout",
+                                                help="NHWC (Android default) or NCHW."),
+    tflite_int8_io: Optional[bool] = typer.Option(None, "--tflite-int8-io/--tflite-float-io",
+                                                  help="int8 .tflite takes/returns int8."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
     """Convert a model, check parity and latency at every stage, write the report."""
@@ -139,7 +143,8 @@ def run(
             "eval": eval_dir, "dataset": dataset, "finetune_epochs": finetune_epochs,
             "quant_method": quant_method, "calib_images": calib_images,
             "min_accuracy": min_accuracy, "prune": prune, "prune_mode": prune_mode,
-            "distill": distill})
+            "distill": distill, "tflite_layout": tflite_layout,
+            "tflite_int8_io": tflite_int8_io})
         outcome = execute(cfg, _Progress())
         print_nodes(outcome.report)
         for node in outcome.report["nodes"]:
@@ -199,7 +204,7 @@ def report(run_dir: Path = typer.Argument(..., help="The --out folder of a run."
 
 
 @app.command()
-def verify(artifact: Path = typer.Argument(..., help="An artifact file (.onnx, .pt2)."),
+def verify(artifact: Path = typer.Argument(..., help="An artifact (.onnx, .pt2, .tflite, .mlpackage)."),
            run_dir: Path = typer.Option(..., "--run", help="The run whose reference to use."),
            threads: int = typer.Option(1), debug: bool = typer.Option(False)) -> None:
     """Re-check one artifact file against a run's fp32 reference."""

@@ -77,6 +77,9 @@ class PipelineConfig(_Strict):
     calib_images: int = Field(64, ge=1)
     accuracy_gates: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACCURACY_DROP),
                                              description="largest accuracy drop (fraction)")
+    tflite_layout: Literal["NHWC", "NCHW"] = Field("NHWC", description="input layout of the "
+                                                   ".tflite artifacts (NHWC: Android convention)")
+    tflite_int8_io: bool = Field(False, description="int8 model takes/returns int8 tensors")
     convert_timeout_s: int = Field(900, ge=1, description="limit for each isolated converter call")
     bench: BenchConfig = BenchConfig()
     parity: ParityConfig = ParityConfig()

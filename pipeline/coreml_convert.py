@@ -96,8 +96,12 @@ def _input_type(ct, image_input: bool, mean, std, resolution: int):
                    "image_scale": scale, "image_bias": bias}
 
 
-def _unsupported_op(exc: BaseException) -> str | None:
+def _unsupported_op(exc: BaseException | str) -> str | None:
+    """The op named by a coremltools "cannot convert" error (also used on output lines)."""
     text = str(exc)
+    marker = re.search(re.escape(UNSUPPORTED_MARKER) + r"\s*(\S+)", text)
+    if marker:
+        return marker.group(1)
     for pattern in (r"convert function for op '([^']+)' not implemented",
                     r"Unsupported fx node \S+, kind (\S+)",
                     r"[Oo]p '([^']+)' (?:is )?not (?:implemented|supported)"):
@@ -198,14 +202,15 @@ def convert(program: str, out: str, precision: str, deployment_target: str = "iO
         classifier = ct.ClassifierConfig(list(class_labels), predicted_feature_name="classLabel",
                                          predicted_probabilities_output=OUTPUT_NAME)
     try:
-        mlmodel = ct.convert(exported, inputs=[ct_input], outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+        mlmodel = ct.convert(exported, inputs=[ct_input],
+                             outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
                              convert_to="mlprogram", compute_precision=compute,
                              minimum_deployment_target=getattr(ct.target, deployment_target),
                              classifier_config=classifier, skip_model_load=True)
     except Exception as exc:
         op = _unsupported_op(exc)
-        if op:
-            print(f"{UNSUPPORTED_MARKER} {op}", flush=True)
+        if op:  # a short last line that the parent finds in the output's tail
+            raise RuntimeError(f"{UNSUPPORTED_MARKER} {op} ({exc})") from None
         raise
     mlmodel.short_description = f"{model_name} ({precision}) converted by mobile-export"
     mlmodel.user_defined_metadata[PREPROCESSING_KEY] = json.dumps(

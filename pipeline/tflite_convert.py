@@ -196,7 +196,8 @@ def graph_problems(ops: dict[str, int]) -> list[str]:
 
 
 def io_details(tflite_path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Name, shape, dtype and quantization (scale/zero-point, None when float) of each I/O tensor."""
+    """Name, shape, dtype and quantization (scale/zero-point; None when float) of each I/O
+    tensor."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_path=str(tflite_path), experimental_op_resolver_type=
@@ -333,9 +334,10 @@ def _in_scratch(scratch: Path) -> Iterator[None]:
         os.chdir(cwd)
 
 
-def _run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path, kwargs: dict[str, Any],
-                 watch_sample: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Run ``onnx2tf.convert`` offline in ``scratch``; returns its result and facts about the run."""
+def _run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path,
+                 kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Run ``onnx2tf.convert`` offline in ``scratch``; returns its result and facts about the
+    run."""
     import onnx2tf
     from onnx2tf.utils import common_functions
 
@@ -365,7 +367,7 @@ def _run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path, kwargs: dict
         raise ConversionError(f"onnx2tf tried to reach the network ({', '.join(attempts)}) "
                               "and was refused; nothing may be downloaded")
     return result, {"network_attempts": list(attempts), "sample_reads": len(reads),
-                    "sample_file": ONNX2TF_SAMPLE_FILE if watch_sample else None,
+                    "sample_file": ONNX2TF_SAMPLE_FILE,
                     "onnxsim": onnxsim}
 
 
@@ -480,11 +482,12 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
                            "(min/max calibration)",
                  "calibration_inputs": int(len(calibration)),
                  "io": "int8" if int8_io else "float32"}
-    return {"precision": precision, "layout": layout, "int8_io": bool(int8_io and precision == "int8"),
+    return {"precision": precision, "layout": layout,
+            "int8_io": bool(int8_io and precision == "int8"),
             "ops": op_counts(out_path), **details, "versions": _versions(),
             "quantization": quant, "bytes": out_path.stat().st_size,
-            "onnx_inputs": [[n, s] for n, s in inputs], "onnx_outputs": [[n, s] for n, s in outputs],
-            "offline": facts}
+            "onnx_inputs": [[n, s] for n, s in inputs],
+            "onnx_outputs": [[n, s] for n, s in outputs], "offline": facts}
 
 
 def _to_tflite(model: Any, precision: str, calibration: np.ndarray | None, int8_io: bool,
@@ -533,7 +536,8 @@ def _to_tflite(model: Any, precision: str, calibration: np.ndarray | None, int8_
 def compare_per_op(onnx_path: str, layout: str, sample_path: str,
                    atol: float = 1e-4) -> dict[str, Any]:
     """onnx2tf's own per-operation comparison (``-cotof``): every ONNX op's output against the
-    TensorFlow graph's, on the run's real photos. Returns the first op that diverges (graph order)."""
+    TensorFlow graph's, on the run's real photos. Returns the first op that diverges (graph
+    order)."""
     try:
         with _private_dir() as work:
             onnx_copy = _batch_one_copy(Path(onnx_path), work / "model.onnx")

@@ -27,7 +27,12 @@ def runner_for(path: Path, threads: int) -> Runner:
                 raise UserInputError(f"cannot run {path.name} here: {reason}")
             return target.runner(path, threads)
     raise UserInputError(f"{path.name}: no runner for '{path.suffix}' files; "
-                         "verify takes .onnx or .pt2 artifacts")
+                         "verify takes .pt2 files and the files of a registered target "
+                         f"({', '.join(sorted(_suffixes()))})")
+
+
+def _suffixes() -> set[str]:
+    return {s for t in registered_targets().values() for s in t.suffixes}
 
 
 def _node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
@@ -39,7 +44,7 @@ def _node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
 
 def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1) -> dict[str, Any]:
     """Parity of ``artifact`` against the run's reference, judged at the node's precision."""
-    if not artifact.is_file():
+    if not artifact.exists():
         raise UserInputError(f"{artifact} does not exist; pass an artifact file")
     report = read_report(run_dir)
     ref_info = report["run"].get("reference")
@@ -52,7 +57,12 @@ def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1) -> dict[str
         raise UserInputError(f"the run's reference is gone from the cache ({exc}); "
                              "rerun the pipeline to recreate it") from None
     reference = Reference.load(reference_file.path)
-    digest = sha256_file(artifact)
+    if artifact.suffix == ".mlpackage":
+        from pipeline.mlpackage import artifact_digest
+
+        digest = artifact_digest(artifact)   # checks the manifest's paths before reading
+    else:
+        digest = sha256_file(artifact)
     node = _node_for(report, digest)
     precision = node["precision"] if node else "fp32"
     overrides = {p: Tolerance.model_validate(t)

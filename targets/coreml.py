@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -236,9 +234,6 @@ def verify_package(path: Path, reference: Any, tol: Any, bench: Any, threads: in
     return {"parity": parity, "latency": latency}
 
 
-_OP_IN_TAIL = re.compile(r"MOBILE_EXPORT_UNSUPPORTED_OP:\s*(\S+)")
-
-
 class ConvertCoremlStage(Stage):
     """One precision of the Core ML target: convert, then verify (see the module doc)."""
 
@@ -265,7 +260,7 @@ class ConvertCoremlStage(Stage):
         config = {"model": self.ctx.model_identity, "precision": self.precision,
                   "options": self.options, "verified_on": "macos" if ON_MACOS else LABEL,
                   **self.ctx.measure_config(self.precision)}
-        if self.precision == "int8":
+        if self.precision == "int8" and self.options.get("int8_activations"):
             config["calibration"] = calibration_identity(self.ctx)
         return config
 
@@ -287,7 +282,7 @@ class ConvertCoremlStage(Stage):
         c = self.ctx.config
         out = workdir / "Model.mlpackage.zip"
         calib = None
-        if self.precision == "int8":
+        if self.precision == "int8" and self.options.get("int8_activations"):
             calib = workdir / "calibration.npy"
             np.save(calib, calibration_batch(self.ctx))
         kwargs = self.convert_kwargs(inputs["fused_program"].path, out, calib)
@@ -296,7 +291,9 @@ class ConvertCoremlStage(Stage):
                                 model=self.ctx.source.label, timeout_s=c.convert_timeout_s,
                                 env={"PYTHONHASHSEED": "0"})
         except IsolatedCallError as exc:
-            ops = [m.group(1) for line in exc.tail for m in [_OP_IN_TAIL.search(line)] if m]
+            from pipeline.coreml_convert import _unsupported_op
+
+            ops = [op for line in exc.tail if (op := _unsupported_op(line))]
             if ops:
                 raise StageError(self.name, f"coremltools {_version('coremltools')} cannot "
                                  f"convert op '{ops[-1]}' of {self.ctx.source.label}; "
@@ -376,6 +373,11 @@ class CoremlTarget(Target):
         if "int8" in precisions and options["deployment_target"] == "iOS15":
             raise UserInputError("Core ML int8 needs iOS16 or later (its weights use the iOS16 "
                                  "constexpr ops); raise the deployment target or drop int8")
+        if ("int8" in precisions and options["int8_activations"]
+                and options["deployment_target"] in ("iOS15", "iOS16")):
+            raise UserInputError("Core ML int8 activations (int8_activations) need iOS17 or later "
+                                 "(quantize/dequantize ops); raise the deployment target or use "
+                                 "weight-only int8")
         return [ConvertCoremlStage(ctx, p, options) for p in self.precisions if p in precisions]
 
     def runner(self, path: Path, threads: int) -> Runner:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.tflite_convert import CONV_OPS, ERROR_MARK, LAYOUTS, graph_problems
 from targets.base import Runner, Target, register
 
-log = logging.getLogger(__name__)
 
 RUNTIME_MODULES = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert")
 SIDECAR = "model.json"
@@ -87,11 +85,13 @@ class LiteRTRunner(Runner):
         self._interpreter = interpreter
         self._inputs = interpreter.get_input_details()
         self._outputs = interpreter.get_output_details()
-        try:  # delegate kernels appear as extra nodes of the interpreter
+        try:  # a delegated partition appears as an extra node named DELEGATE
             ops = interpreter._get_ops_details()
         except Exception:  # a private API: never let it break a run
             ops = []
-        self.xnnpack = any("XNNPACK" in (op.get("op_name") or "").upper() for op in ops)
+        # XNNPACK is the only delegate the CPU interpreter applies by default (none is loaded)
+        names = {(op.get("op_name") or "").upper() for op in ops}
+        self.xnnpack = bool(names & {"DELEGATE", "TFLITEXNNPACKDELEGATE"})
         if self.layout is None:
             self.layout = detect_layout(list(self._inputs[0]["shape"])) if self._inputs else None
 
@@ -289,15 +289,32 @@ class TfliteConvertStage(Stage):
 
 
 def _labels(ctx: Any) -> list[str] | None:
-    """Class labels when the run knows them (``labels`` config key: a list or a text file)."""
-    labels = getattr(ctx.config, "labels", None)
-    if labels is None:
+    """Class names when the run knows them: a ``labels`` key (list or text file) if the config
+    has one, else the classes of the labelled evaluation set (``eval`` folder's class folders,
+    or the built-in digits); None when unknown or when their count differs from the model's."""
+    c = ctx.config
+    labels: list[str] | None = None
+    explicit = getattr(c, "labels", None)
+    if isinstance(explicit, (list, tuple)):
+        labels = [str(x) for x in explicit]
+    elif explicit is not None and Path(explicit).is_file():
+        labels = [line.strip() for line in Path(explicit).read_text().splitlines() if line.strip()]
+    elif getattr(c, "eval", None) is not None:
+        from pipeline.data import list_images
+
+        root = Path(c.eval)
+        try:
+            labels = sorted({p.relative_to(root).parts[0] for p in list_images(root)
+                             if len(p.relative_to(root).parts) > 1})
+        except Exception:  # a bad folder is reported by the stages that read it
+            labels = None
+    elif getattr(c, "dataset", None) == "digits":
+        from pipeline.data import digits_splits
+
+        labels = list(digits_splits(c.parity.seed)["eval"].classes)
+    if labels is not None and len(labels) != c.num_classes:
         return None
-    if isinstance(labels, (list, tuple)):
-        return [str(x) for x in labels]
-    path = Path(labels)
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()] \
-        if path.is_file() else None
+    return labels
 
 
 def _sample_file(reference: Any, workdir: Path) -> Path:

@@ -249,3 +249,20 @@ def test_sidecar_describes_every_published_file_and_keeps_valid_older_entries(
     (folder / "model_int8.tflite").write_bytes(b"changed")
     assert set(build_sidecar(folder, [_node("fp16", folder / "model_fp16.tflite")])["models"]) \
         == {"fp32", "fp16"}
+
+
+def test_labels_come_from_the_labelled_evaluation_set_when_there_is_one(
+        tiny_config, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pipeline.context import RunContext
+    from targets.tflite import _labels
+
+    assert _labels(RunContext(tiny_config(dataset="digits"))) == [str(i) for i in range(10)]
+    assert _labels(RunContext(tiny_config())) is None
+    folder = tmp_path / "eval"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(folder / name / "a.png")
+    assert _labels(RunContext(tiny_config(eval=folder, num_classes=2))) == ["cat", "dog"]
+    assert _labels(RunContext(tiny_config(eval=folder))) is None      # 2 names for 10 classes
