@@ -22,7 +22,8 @@ def test_int8_of_a_trained_model_is_built_and_judged(trained_tiny, tiny_config) 
     assert "in-distribution" in parity["reason"] or parity["verdict"] == "fail"
     assert int8["info"]["ops"]["QuantizeLinear"] > 0 and int8["info"]["activations"] == "uint8"
     assert int8["info"]["calibration_source"] == "scikit-learn digits, calibration split"
-    assert int8["artifact"]["path"].endswith("model_int8.onnx")
+    # published only when its gate passed: nothing that failed leaves the cache
+    assert int8["artifact"]["path"].endswith("model_int8.onnx") == (parity["verdict"] == "pass")
     assert nodes["export_onnx"]["accuracy"]["delta"] == 0.0
     assert nodes["export_onnx"]["parity"]["verdict"] == "pass"
     assert outcome.exit_code == (0 if gates else 1)
