@@ -162,23 +162,33 @@ def _max_rel(max_abs: float, ref: np.ndarray) -> float:
     return max_abs / scale
 
 
-def centred_cosine(ref: np.ndarray, cand: np.ndarray) -> float | None:
-    """Min over samples of the cosine between mean-centred flattened samples; None if < 2 values each.
+def centred_cosines(ref: np.ndarray, cand: np.ndarray) -> np.ndarray | None:
+    """Per sample, the cosine between mean-centred flattened samples; None if < 2 values each.
 
     Two constant samples count as 1.0 (identical up to an offset); one constant and one not, 0.0.
+    A sample is constant when its centred norm is below 1e-6 of its magnitude: centring a
+    constant leaves rounding residue (e.g. 85.44 - mean(85.44, 85.44, 85.44) need not be 0).
     """
-    a = ref.reshape(ref.shape[0], -1)
-    b = cand.reshape(cand.shape[0], -1)
+    a = ref.reshape(ref.shape[0], -1).astype(np.float64)
+    b = cand.reshape(cand.shape[0], -1).astype(np.float64)
     if a.shape[1] < 2:
         return None
+    floor_a = 1e-6 * np.abs(a).max(axis=1) * np.sqrt(a.shape[1])
+    floor_b = 1e-6 * np.abs(b).max(axis=1) * np.sqrt(b.shape[1])
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    na, nb = np.where(na <= floor_a, 0.0, na), np.where(nb <= floor_b, 0.0, nb)
     both_zero = (na == 0) & (nb == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.where(na * nb > 0, (a * b).sum(axis=1) / (na * nb), 0.0)
-    cos = np.where(both_zero, 1.0, cos)
-    return float(np.clip(cos.min(), -1.0, 1.0))
+    return np.clip(np.where(both_zero, 1.0, cos), -1.0, 1.0)
+
+
+def centred_cosine(ref: np.ndarray, cand: np.ndarray) -> float | None:
+    """Min over samples of :func:`centred_cosines` (the worst sample); None if < 2 values each."""
+    cos = centred_cosines(ref, cand)
+    return None if cos is None else float(cos.min())
 
 
 def topk_agreement(ref: np.ndarray, cand: np.ndarray, k: int) -> float | None:

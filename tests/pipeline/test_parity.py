@@ -342,3 +342,13 @@ def test_metric_properties(ref: np.ndarray, offset: float) -> None:
     assert m.mean_abs <= m.max_abs + 1e-12
     swapped = compare_outputs({"y": shifted}, {"y": ref.astype(np.float64)})[0]
     assert swapped.max_abs == pytest.approx(m.max_abs)
+
+
+def test_a_constant_sample_shifted_by_an_offset_counts_as_identical() -> None:
+    """Centring 85.44 + 0 leaves float rounding residue; it must not read as a 0.0 cosine
+    (found by hypothesis in test_metric_properties)."""
+    from pipeline.parity import centred_cosine
+
+    ref = np.zeros((1, 3))
+    assert centred_cosine(ref, ref + 85.4376320894277) == 1.0
+    assert centred_cosine(ref, np.array([[0.0, 1.0, 2.0]])) == 0.0
