@@ -117,6 +117,11 @@ def run(
                                                help="int8 calibration: minmax|entropy|percentile"),
     calib_images: Optional[int] = typer.Option(None, "--calib-images",
                                                help="Number of calibration images for int8."),
+    int8_fallback: Optional[bool] = typer.Option(None, "--int8-fallback/--no-int8-fallback",
+                                                 help="When int8 fails its gates, keep the most "
+                                                 "sensitive layers in float until they pass."),
+    int8_max_float_layers: Optional[int] = typer.Option(None, "--int8-max-float-layers",
+                                                        help="Cap on the layers kept in float."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Gate on the "
                                                  "fine-tuned model's held-out accuracy (0-1)."),
     prune: Optional[float] = typer.Option(None, help="Pruning ratio in (0, 1)."),
@@ -142,15 +147,21 @@ def run(
             "calib": calib, "out": out_dir, "artifacts_dir": artifacts_dir, "force": _csv(force), "threads": threads,
             "eval": eval_dir, "dataset": dataset, "finetune_epochs": finetune_epochs,
             "quant_method": quant_method, "calib_images": calib_images,
+            "int8_fallback": int8_fallback, "int8_max_float_layers": int8_max_float_layers,
             "min_accuracy": min_accuracy, "prune": prune, "prune_mode": prune_mode,
             "distill": distill, "tflite_layout": tflite_layout,
             "tflite_int8_io": tflite_int8_io})
         outcome = execute(cfg, _Progress())
         print_nodes(outcome.report)
+        said: set[tuple[str, str]] = set()
         for node in outcome.report["nodes"]:
-            if node["status"] in ("failed", "unavailable"):
+            if node["status"] == "failed":
                 console.print(f"[red]{node['name']}[/]: {escape(str(node['error']))}",
                               highlight=False)
+            elif node["status"] == "unavailable" and (node["target"], node["error"]) not in said:
+                said.add((node["target"], node["error"]))   # one line per target
+                console.print(f"[red]{node['target']} unavailable[/]: "
+                              f"{escape(str(node['error']))}", highlight=False)
         console.print(f"report: {outcome.out_dir / 'report.json'}", highlight=False)
         return outcome.exit_code
 

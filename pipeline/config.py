@@ -45,6 +45,19 @@ class QuantConfig(_Strict):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calib_images: int = Field(64, ge=1)
     per_channel: bool = True
+    fallback: bool = True
+    max_float_layers: int = Field(8, ge=1)
+
+
+class TensorrtConfig(_Strict):
+    """TensorRT engine build settings (the optimisation profile covers the batch dimension)."""
+
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int | None = Field(None, ge=1, description="default: bench.batch")
+    max_batch: int | None = Field(None, ge=1, description="default: max(bench.batch, opt_batch)")
+    workspace_mib: int = Field(2048, ge=64, description="builder workspace memory pool limit")
+    optimization_level: int = Field(3, ge=0, le=5, description="builder optimisation level "
+                                    "(TensorRT's default 3; 5 searches longest)")
 
 
 class PipelineConfig(_Strict):
@@ -75,6 +88,10 @@ class PipelineConfig(_Strict):
     distill_epochs: int = Field(3, ge=1)
     quant_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calib_images: int = Field(64, ge=1)
+    int8_fallback: bool = Field(True, description="when int8 fails its gates, keep the most "
+                                "sensitive layers in float until they pass")
+    int8_max_float_layers: int = Field(8, ge=1, description="most layers the int8 fallback "
+                                       "may keep in float")
     accuracy_gates: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACCURACY_DROP),
                                              description="largest accuracy drop (fraction)")
     tflite_layout: Literal["NHWC", "NCHW"] = Field("NHWC", description="input layout of the "
@@ -82,6 +99,7 @@ class PipelineConfig(_Strict):
     tflite_int8_io: bool = Field(False, description="int8 model takes/returns int8 tensors")
     convert_timeout_s: int = Field(900, ge=1, description="limit for each isolated converter call")
     bench: BenchConfig = BenchConfig()
+    tensorrt: TensorrtConfig = TensorrtConfig()
     parity: ParityConfig = ParityConfig()
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
 
@@ -133,7 +151,9 @@ class PipelineConfig(_Strict):
 
     @property
     def quant(self) -> QuantConfig:
-        return QuantConfig(method=self.quant_method, calib_images=self.calib_images)
+        return QuantConfig(method=self.quant_method, calib_images=self.calib_images,
+                           fallback=self.int8_fallback,
+                           max_float_layers=self.int8_max_float_layers)
 
     @property
     def cache_dir(self) -> Path:

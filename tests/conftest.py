@@ -67,3 +67,26 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{name.replace(':', '_')}.png")
     return {"weights": weights, "calib": calib, "accuracy": value, "spec": spec}
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_export(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
+    """The trained tiny model's fp32 ONNX and its reference record (digits evaluation set),
+    from a run of the trunk: what the int8 stages start from."""
+    import json
+
+    from pipeline.cache import Cache
+    from pipeline.config import PipelineConfig
+    from pipeline.run import execute
+
+    root = tmp_path_factory.mktemp("trained_export")
+    config = PipelineConfig.model_validate({**TINY, "artifacts_dir": root / "artifacts",
+                                            "out": root / "report", "dataset": "digits",
+                                            "weights": trained_tiny["weights"]})
+    outcome = execute(config)
+    onnx_node = next(n for n in outcome.report["nodes"] if n["name"] == "export_onnx")
+    cache = Cache(config.cache_dir)
+    records = [json.loads(p.read_text()) for p in cache.runs.glob("*.json")]
+    load = next(r for r in records if r["stage"] == "load")
+    return {"onnx": Path(onnx_node["artifact"]["path"]), "config": config,
+            "reference": cache.object_path(load["outputs"]["reference"]["digest"])}

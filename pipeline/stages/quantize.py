@@ -1,72 +1,42 @@
-"""quantize: int8 ONNX with QDQ nodes, by ONNX Runtime's static quantization.
+"""quantize: int8 ONNX with QDQ nodes, by ONNX Runtime's static quantization (pipeline.qdq).
 
 One QuantConfig and one real-image calibration set (pipeline.calibration) serve every target;
 this artifact is both the ONNX Runtime int8 model and the input of TensorRT's explicit
 quantization. Weights: signed int8, per channel. Activations: unsigned (QUInt8), which ONNX
-Runtime's x86 kernels run about twice as fast as signed activations.
+Runtime's x86 kernels run about twice as fast as signed activations. When the all-int8 model
+fails its gates, the mixed-precision fallback (pipeline.sensitivity) keeps its most sensitive
+layers in float until the gates pass, and the record says which layers and at what cost.
 """
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import onnx
 
 from pipeline.artifact import Artifact
 from pipeline.calibration import calibration_identity, calibration_set
 from pipeline.context import RunContext
 from pipeline.graph import OutputFile, Stage, StageOutput
+from pipeline.qdq import Calibrated, calibrate, quantize_calibrated
 from pipeline.reference import Reference
-from pipeline.stages.export_onnx import op_counts, strip_metadata
-from pipeline.verify import check_node
+from pipeline.sensitivity import attempt_summary, rank_layers, search_float_layers
+from pipeline.verify import check_gates, check_node
 from targets.onnxruntime import OrtRunner
-
-
-class _BatchReader:
-    """onnxruntime's CalibrationDataReader protocol over an (N, 3, H, W) array, one image a call."""
-
-    def __init__(self, input_name: str, batch: np.ndarray) -> None:
-        self._items = iter([{input_name: batch[i:i + 1]} for i in range(len(batch))])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
-
-
-def quantize_onnx(src: Path, dst: Path, batch: np.ndarray, method: str, per_channel: bool,
-                  workdir: Path) -> dict[str, Any]:
-    """Pre-process (shape inference, fusions), then static QDQ quantization."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = workdir / "prepared.onnx"
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    raw = workdir / "quantized.onnx"
-    quantize_static(str(prepared), str(raw), _BatchReader(input_name, batch),
-                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=methods[method],
-                    extra_options={"CalibMovingAverage": False})
-    model = strip_metadata(onnx.load(str(raw)))
-    onnx.checker.check_model(model)
-    dst.write_bytes(model.SerializeToString(deterministic=True))
-    return {"ops": op_counts(model), "format": "QDQ", "weights": "int8 per-channel"
-            if per_channel else "int8 per-tensor", "activations": "uint8",
-            "calibration_method": method, "calibration_images": int(len(batch))}
 
 
 class QuantizeOnnxStage(Stage):
     stage = "quantize"
-    version = 1
+    version = 2
     tools = ("onnx", "onnxruntime")
     inputs = ("onnx", "reference")
     outputs = ("onnx_int8",)
     target = "onnx"
     precision = "int8"
+    #: activation encoding (pipeline.qdq.ACTIVATIONS) and the artifact's file name; the
+    #: TensorRT Q/DQ stage (targets.tensorrt) reuses this stage with int8 activations.
+    activations = "uint8"
+    filename = "model_int8.onnx"
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -76,21 +46,67 @@ class QuantizeOnnxStage(Stage):
         return "onnx:int8"
 
     def config(self) -> dict[str, Any]:
-        return {"quant": self.ctx.config.quant.model_dump(),
+        return {"quant": self.ctx.config.quant.model_dump(), "activations": self.activations,
                 "calibration": calibration_identity(self.ctx),
                 **self.ctx.measure_config("int8")}
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         c = self.ctx.config
         calib = calibration_set(self.ctx)
-        path = workdir / "model_int8.onnx"
-        info = quantize_onnx(inputs["onnx"].path, path, calib.batch, c.quant.method,
-                             c.quant.per_channel, workdir)
+        calibrated = calibrate(inputs["onnx"].path, calib.batch, c.quant.method, workdir)
+        path = workdir / self.filename
+        info = quantize_calibrated(calibrated, path, c.quant.per_channel, self.activations)
         info["calibration_source"] = calib.source
-        record = check_node(OrtRunner(path, c.threads), Reference.load(inputs["reference"].path),
-                            self.ctx.tolerance("int8"), c.bench, self.ctx.accuracy_drop("int8"))
+        reference = Reference.load(inputs["reference"].path)
+        record = self._check(path, reference)
+        warnings = list(calib.warnings)
+        if record["parity"]["verdict"] == "fail" and c.quant.fallback:
+            record, info = self._fall_back(calibrated, path, reference, record, info, workdir,
+                                           warnings)
         record["info"] = info
-        if calib.warnings:
-            record["warnings"] = calib.warnings
-        return StageOutput({"onnx_int8": OutputFile(path, "onnx", {"precision": "int8"})},
+        if warnings:
+            record["warnings"] = warnings
+        return StageOutput({self.outputs[0]: OutputFile(path, "onnx", {"precision": "int8"})},
                            record)
+
+    def _check(self, path: Path, reference: Reference) -> dict[str, Any]:
+        c = self.ctx.config
+        return check_node(OrtRunner(path, c.threads), reference, self.ctx.tolerance("int8"),
+                          c.bench, self.ctx.accuracy_drop("int8"))
+
+    def _fall_back(self, calibrated: Calibrated, path: Path, reference: Reference,
+                   record: dict[str, Any], info: dict[str, Any], workdir: Path,
+                   warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Search for the fewest float layers that pass; publish that model in place of
+        ``path`` when found. Returns the node's record and facts."""
+        c = self.ctx.config
+
+        def gate(candidate: Path) -> dict[str, Any]:
+            return check_gates(OrtRunner(candidate, c.threads), reference,
+                               self.ctx.tolerance("int8"), self.ctx.accuracy_drop("int8"))
+
+        int8_bytes, start = path.stat().st_size, time.perf_counter()
+        ranking = rank_layers(calibrated, path, reference, workdir / "mixed",
+                              per_channel=c.quant.per_channel, activations=self.activations,
+                              threads=c.threads)
+        found = search_float_layers(calibrated, ranking, gate, workdir / "mixed",
+                                    per_channel=c.quant.per_channel,
+                                    activations=self.activations,
+                                    max_float_layers=c.quant.max_float_layers)
+        summary = found.to_json()
+        summary["attempts"].insert(0, attempt_summary(0, record, int8_bytes))
+        summary["seconds"] = round(time.perf_counter() - start, 1)
+        if not found.passed:
+            warnings.append(f"int8 failed its gates, and so did every mixed-precision model "
+                            f"with up to {c.quant.max_float_layers} layers in float")
+            return record, {**info, "mixed_precision": summary}
+        int8_latency = record["latency"]["median_ms"]
+        shutil.copyfile(found.path, path)
+        record = self._check(path, reference)
+        summary["cost"] = {**found.cost(calibrated.model), "bytes": path.stat().st_size,
+                           "int8_bytes": int8_bytes,
+                           "median_ms": record["latency"]["median_ms"],
+                           "int8_median_ms": int8_latency}
+        warnings.append(f"{len(found.float_layers)} layer(s) kept in float so that int8 "
+                        f"passes its gates: {', '.join(found.float_layers)}")
+        return record, {**info, **found.info, "mixed_precision": summary}

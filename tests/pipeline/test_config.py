@@ -195,3 +195,13 @@ def test_cli_error_in_a_run_with_a_file_names_the_option(tmp_path: Path) -> None
 
 def test_empty_target_list() -> None:
     assert "at least one target" in _error(None, {"targets": ()})
+
+
+def test_int8_fallback_options_reach_the_quant_recipe(tmp_path: Path) -> None:
+    """The mixed-precision fallback's switch and cap are part of the int8 recipe (and so of the
+    quantize stage's cache key)."""
+    assert PipelineConfig().quant.fallback is True
+    config = load_config(_yaml(tmp_path, "int8_max_float_layers: 3\n"), {"int8_fallback": False})
+    assert config.quant.fallback is False and config.quant.max_float_layers == 3
+    with pytest.raises(UserInputError, match="--int8-max-float-layers"):
+        load_config(None, {"int8_max_float_layers": 0})

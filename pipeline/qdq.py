@@ -1,0 +1,145 @@
+"""ONNX Runtime static QDQ quantization, split into its two costs: calibrate once, quantize often.
+
+:func:`calibrate` pre-processes the fp32 graph (shape inference, fusions) and measures every
+activation's range on the calibration batch; :func:`quantize_calibrated` turns that into a QDQ
+model, keeping any chosen nodes in float. The ranges do not depend on which nodes are excluded,
+so the mixed-precision search (pipeline.sensitivity) re-quantizes dozens of times for the price
+of one calibration. :func:`quantize_onnx` is both steps at once. The steps are
+``onnxruntime.quantization.quantize_static``'s own, called directly.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from pipeline.stages.export_onnx import op_counts, strip_metadata
+
+#: Activation encodings: ``uint8`` (asymmetric, ONNX Runtime's fast x86 path) or ``int8``
+#: (symmetric, zero point 0: the only form TensorRT's explicit quantization accepts).
+ACTIVATIONS = ("uint8", "int8")
+
+#: Op types whose weights carry the model's multiply-adds: the layers a mixed-precision model
+#: keeps in float.
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+class _BatchReader:
+    """onnxruntime's CalibrationDataReader protocol over an (N, 3, H, W) array, one image a call."""
+
+    def __init__(self, input_name: str, batch: np.ndarray) -> None:
+        self._items = iter([{input_name: batch[i:i + 1]} for i in range(len(batch))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+@dataclass
+class Calibrated:
+    """A pre-processed fp32 graph (shape-inferred, ready to quantize) and its activation ranges."""
+
+    model: onnx.ModelProto
+    ranges: Any          # onnxruntime.quantization.TensorsData
+    method: str
+    images: int
+    workdir: Path
+
+    def weighted_nodes(self) -> list[str]:
+        """Names of the Conv/Gemm/MatMul nodes with a constant weight, in graph order."""
+        return [node.name for node in weighted_nodes(self.model)]
+
+
+def weighted_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The Conv/Gemm/MatMul nodes whose weight (second input) is an initializer."""
+    constants = {init.name for init in model.graph.initializer}
+    return [n for n in model.graph.node
+            if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in constants]
+
+
+def calibrate(src: Path, batch: np.ndarray, method: str, workdir: Path) -> Calibrated:
+    """Pre-process ``src`` into ``workdir``/prepared.onnx and calibrate its activations once."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = workdir / "prepared.onnx"
+    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    model = load_model_with_shape_infer(prepared)
+    calibrator = create_calibrator(prepared, _op_types(),
+                                   augmented_model_path=str(workdir / "augmented.onnx"),
+                                   calibrate_method=methods[method],
+                                   extra_options={"moving_average": False})
+    calibrator.collect_data(_BatchReader(model.graph.input[0].name, batch))
+    ranges = calibrator.compute_data()
+    del calibrator
+    return Calibrated(model, ranges, method, int(len(batch)), workdir)
+
+
+def _op_types() -> list[str]:
+    """Every op type ONNX Runtime can quantize (quantize_static's default)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def qdq_model(calibrated: Calibrated, per_channel: bool, activations: str = "uint8",
+              exclude: Sequence[str] = (), only: Sequence[str] = ()) -> onnx.ModelProto:
+    """The QDQ model of ``calibrated`` (metadata stripped, checked). The nodes in ``exclude``
+    (names of the pre-processed graph) stay in float; a non-empty ``only`` quantizes just
+    those nodes and keeps the rest in float."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import update_opset_version
+
+    unknown = sorted((set(exclude) | set(only)) - {n.name for n in calibrated.model.graph.node})
+    if unknown:
+        raise ValueError(f"nodes named for mixed precision are not in the prepared graph: "
+                         f"{unknown}")
+    symmetric = activations == "int8"
+    model = update_opset_version(copy.deepcopy(calibrated.model), QuantType.QInt8)
+    quantizer = QDQQuantizer(model, per_channel, False, QuantType.QInt8,
+                             QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                             copy.deepcopy(calibrated.ranges), list(only), list(exclude),
+                             _op_types(), {"ActivationSymmetric": symmetric,
+                                           "WeightSymmetric": True,
+                                           # TensorRT's DequantizeLinear takes no int32: in
+                                           # its (int8) encoding biases stay float
+                                           "QuantizeBias": not symmetric})
+    quantizer.quantize_model()
+    quantizer.model.topological_sort()
+    out = strip_metadata(quantizer.model.model)
+    onnx.checker.check_model(out)
+    return out
+
+
+def quantize_calibrated(calibrated: Calibrated, dst: Path, per_channel: bool,
+                        activations: str = "uint8",
+                        exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """Write the QDQ model of ``calibrated`` to ``dst``, the nodes in ``exclude`` in float;
+    return the artifact's facts."""
+    model = qdq_model(calibrated, per_channel, activations, exclude)
+    dst.write_bytes(model.SerializeToString(deterministic=True))
+    return {"ops": op_counts(model), "format": "QDQ",
+            "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+            "activations": "int8 symmetric" if activations == "int8" else activations,
+            "float_nodes": sorted(exclude), "calibration_method": calibrated.method,
+            "calibration_images": calibrated.images}
+
+
+def quantize_onnx(src: Path, dst: Path, batch: np.ndarray, method: str, per_channel: bool,
+                  workdir: Path, activations: str = "uint8",
+                  exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """Pre-process (shape inference, fusions), calibrate, then static QDQ quantization.
+    ``exclude`` names nodes of the pre-processed graph that stay in float (mixed precision)."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    return quantize_calibrated(calibrate(src, batch, method, workdir), dst, per_channel,
+                               activations, exclude)

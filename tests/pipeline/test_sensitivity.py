@@ -1,0 +1,109 @@
+"""Layer sensitivity and the mixed-precision search on the trained tiny model, whose all-int8
+model fails the default int8 gates (about 11 pt accuracy drop on digits)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from pipeline.calibration import calibration_set
+from pipeline.context import RunContext
+from pipeline.parity import tolerance_for
+from pipeline.qdq import calibrate, quantize_calibrated
+from pipeline.reference import Reference
+from pipeline.sensitivity import Probe, layer_costs, rank_layers, search_float_layers
+from pipeline.verify import check_gates
+from targets.onnxruntime import OrtRunner
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(trained_tiny_export, tmp_path_factory: pytest.TempPathFactory):
+    """Calibrated once; the all-int8 model; the default int8 gate; the layer ranking."""
+    workdir = tmp_path_factory.mktemp("sensitivity")
+    batch = calibration_set(RunContext(trained_tiny_export["config"])).batch
+    calibrated = calibrate(trained_tiny_export["onnx"], batch, "minmax", workdir)
+    int8 = workdir / "int8.onnx"
+    quantize_calibrated(calibrated, int8, per_channel=True)
+    reference = Reference.load(trained_tiny_export["reference"])
+
+    def gate(path: Path) -> dict:
+        return check_gates(OrtRunner(path), reference, tolerance_for("int8"), 0.01)
+
+    ranking = rank_layers(calibrated, int8, reference, workdir / "rank", per_channel=True)
+    return {"calibrated": calibrated, "int8": int8, "reference": reference, "gate": gate,
+            "ranking": ranking, "workdir": workdir}
+
+
+def nodes_by_rank(ranking) -> list[str]:
+    """Layer names, most sensitive first."""
+    return list(ranking.sensitivity)
+
+
+def _float_weight_nodes(path: Path) -> set[str]:
+    """Weighted nodes whose weight input is not produced by a DequantizeLinear."""
+    model = onnx.load(str(path))
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    return {node.name for node in model.graph.node if node.op_type in ("Conv", "Gemm")
+            and producer.get(node.input[1]) != "DequantizeLinear"}
+
+
+def test_every_weighted_layer_is_ranked_and_the_top_one_matters_most(tiny_int8) -> None:
+    calibrated, ranking = tiny_int8["calibrated"], tiny_int8["ranking"]
+    nodes = calibrated.weighted_nodes()
+    assert len(nodes) == 53  # MobileNetV2: 52 convolutions and the classifier
+    assert set(ranking.sensitivity) == set(nodes)
+    errors = list(ranking.sensitivity.values())
+    assert errors == sorted(errors, reverse=True) and errors[-1] >= 0 and errors[0] > 0
+    probe, workdir = Probe.of(tiny_int8["reference"]), tiny_int8["workdir"]
+    assert probe.error(tiny_int8["int8"]) == pytest.approx(ranking.int8_error)
+    remaining = {}
+    ranked = nodes_by_rank(ranking)
+    for label, node in (("most", ranked[0]), ("least", ranked[-1])):
+        path = workdir / f"without_{label}.onnx"
+        quantize_calibrated(calibrated, path, per_channel=True, exclude=[node])
+        remaining[label] = probe.error(path)
+    # keeping the most sensitive layer in float removes error; the least sensitive, far less
+    assert remaining["most"] < 0.8 * ranking.int8_error
+    assert remaining["most"] < remaining["least"]
+
+
+def test_search_keeps_the_fewest_sensitive_layers_in_float_until_the_gates_pass(
+        tiny_int8) -> None:
+    gate = tiny_int8["gate"]
+    assert gate(tiny_int8["int8"])["parity"]["verdict"] == "fail", "all-int8 should fail"
+    ranking = tiny_int8["ranking"]
+    found = search_float_layers(tiny_int8["calibrated"], ranking, gate,
+                                tiny_int8["workdir"] / "search", per_channel=True,
+                                max_float_layers=8)
+    assert found.passed
+    k = len(found.float_layers)
+    assert 1 <= k <= 8 and found.float_layers == nodes_by_rank(ranking)[:k]
+    verdicts = {a["float_layers"]: a["verdict"] for a in found.attempts}
+    assert verdicts[k] == "pass" and all(verdicts[j] == "fail" for j in verdicts if j < k)
+    assert k == 1 or verdicts.get(k - 1) == "fail"   # the bisection pinned k down
+    assert gate(found.path)["parity"]["verdict"] == "pass"
+    # the kept layers really are float in the published graph, and only they
+    assert _float_weight_nodes(found.path) == set(found.float_layers)
+    assert found.info["float_nodes"] == sorted(found.float_layers)
+    cost = found.cost(tiny_int8["calibrated"].model)
+    assert cost["float_layers"] == k and cost["of_layers"] == 53
+    assert 0 < cost["params_share"] < 1 and 0 < cost["macs_share"] < 1
+
+
+def test_search_that_cannot_pass_within_its_cap_records_the_failure(tiny_int8) -> None:
+    found = search_float_layers(tiny_int8["calibrated"], tiny_int8["ranking"], tiny_int8["gate"],
+                                tiny_int8["workdir"] / "capped", per_channel=True,
+                                max_float_layers=1)
+    assert not found.passed and found.path is None and found.float_layers == []
+    assert [a["float_layers"] for a in found.attempts] == [1]
+    assert found.attempts[0]["verdict"] == "fail" and found.attempts[0]["failures"]
+
+
+def test_layer_costs_add_up_to_the_models_multiply_adds(tiny_int8, trained_tiny) -> None:
+    from pipeline.models.counting import count_macs
+    from pipeline.models.registry import build
+
+    costs = layer_costs(tiny_int8["calibrated"].model)
+    spec = trained_tiny["spec"]
+    assert sum(m for _, m in costs.values()) == count_macs(build(spec), spec.resolution)
