@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLI := $(VENV)/bin/mobile-export
+COMMA := ,
 
 MODEL ?= mobilenet_v2
 WEIGHTS ?=
@@ -22,12 +23,12 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx android ios all bench clean help
+.PHONY: setup test onnx android ios tensorrt all bench clean help
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
 	@echo "make test   - set up, then run the test suite"
-	@echo "make onnx | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
+	@echo "make onnx | android | ios | tensorrt | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
 
 setup: $(STAMP)
 
@@ -50,12 +51,19 @@ android: setup
 ios: setup
 	$(CLI) run $(RUN_ARGS) --targets coreml --precisions fp32,fp16,int8
 
-# Every target this machine can build, one report.
+# Needs an NVIDIA GPU and TensorRT >= 10; elsewhere it writes the Q/DQ ONNX, the checks and the
+# build plan, then exits with code 3 naming what is missing.
+tensorrt: setup
+	$(CLI) run $(RUN_ARGS) --targets tensorrt --precisions fp16,int8
+
+# Every target this machine can build, one report (TensorRT where nvidia-smi finds a GPU).
+HAVE_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo yes)
 all: setup
-	$(CLI) run $(RUN_ARGS) --targets onnx,tflite,coreml --precisions fp32,fp16,int8
+	$(CLI) run $(RUN_ARGS) --targets onnx,tflite,coreml$(if $(HAVE_GPU),$(COMMA)tensorrt) \
+		--precisions fp32,fp16,int8
 
 bench: setup
 	$(PY) -m pipeline.bench_suite --out artifacts/bench/bench.json
 
 clean:
-	rm -rf artifacts/cache artifacts/reports artifacts/onnx artifacts/android artifacts/ios artifacts/bench
+	rm -rf artifacts/cache artifacts/reports artifacts/onnx artifacts/android artifacts/ios artifacts/tensorrt artifacts/bench

@@ -41,6 +41,7 @@ def build_graph(ctx: RunContext, targets: list[Target]) -> tuple[Graph, dict[str
     stages = trunk_stages(ctx)
     unavailable: dict[str, str] = {}
     for target in targets:
+        stages.extend(target.checks(ctx, ctx.config.precisions))
         reason = target.unavailable_reason()
         if reason:
             unavailable[target.name] = reason

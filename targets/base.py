@@ -91,6 +91,11 @@ class Target(ABC):
     def stages(self, ctx: "object", precisions: tuple[str, ...]) -> list["object"]:
         """The DAG stages that convert the trunk's outputs for this target."""
 
+    def checks(self, ctx: "object", precisions: tuple[str, ...]) -> list["object"]:
+        """Stages that run even where this target's runtime is missing (e.g. validating the
+        input of a converter that needs a GPU). Default: none."""
+        return []
+
     @abstractmethod
     def runner(self, path: "object", threads: int) -> Runner:
         """A runner for one artifact file of this target."""
