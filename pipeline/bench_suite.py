@@ -117,7 +117,7 @@ def compression_cases(artifacts_dir: Path, threads: int) -> tuple[dict, dict[str
     feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)}
     for variant, (outcome, node_name) in pick.items():
         node = next(n for n in outcome.report["nodes"] if n["name"] == node_name)
-        label = f"{outcome.report['model']['label']}-{variant}"
+        label = f"{base.report['model']['label']}-{variant}"
         cases[f"{label}|onnxruntime|1"] = (OrtRunner(Path(node["artifact"]["path"]), threads), feed)
         prune_node = next((n for n in outcome.report["nodes"] if n["name"] == "prune"), None)
         facts[label] = {"variant": variant, "accuracy": (node.get("accuracy") or {}).get("value"),

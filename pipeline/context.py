@@ -24,6 +24,17 @@ class RunContext:
         c = self.config
         return ModelSource(c.model, c.width, c.resolution, c.num_classes)
 
+    @property
+    def label(self) -> str:
+        """Name of the model's artifact folders and report: the source's label, plus the
+        pruning when there is one, so a pruned model never overwrites the unpruned one's files
+        (e.g. ``mobilenet_v2_1.0_128_10cls-pruned30``)."""
+        c = self.config
+        if not c.prune:
+            return self.source.label
+        kind = "pruned" if c.prune_mode == "structured" else "sparse"
+        return f"{self.source.label}-{kind}{round(c.prune * 100):g}"
+
     def tolerance(self, precision: str) -> Tolerance:
         return tolerance_for(precision, self.config.tolerances or None)
 

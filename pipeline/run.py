@@ -88,7 +88,7 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
     graph, unavailable = build_graph(ctx, targets)
     cache = Cache(config.cache_dir)
     results = graph.run(cache, set(config.force), progress)
-    label = ctx.source.label
+    label = ctx.label
     published = publish(graph, results, targets, config.artifacts_dir, label)
     nodes = [node_json(r, published.get(r.stage.name)) for r in results]
     for target in targets:
@@ -108,7 +108,7 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
         "model": {"ref": config.model, "label": label, "width": config.width,
                   "resolution": config.resolution, "num_classes": config.num_classes,
                   "weights": str(config.weights) if config.weights else None,
-                  **load.record.get("model", {})},
+                  **load.record.get("model", {}), "label": label},
         "machine": describe_machine(),
         "run": {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started, 3),

@@ -27,6 +27,21 @@ def test_unrecovered_structured_prune_is_caught_by_the_accuracy_gate(trained_tin
     for name in ("load", "trace", "fuse", "export_onnx"):
         assert nodes[name]["parity"]["verdict"] == "pass", nodes[name]["parity"]
     assert outcome.report["model"]["params"] == prune["params"]["after"]
+    # named for its pruning, so the unpruned model's published files are never overwritten
+    label = outcome.report["model"]["label"]
+    assert label.endswith("-pruned30") and outcome.out_dir.name == "report"
+
+
+def test_pruned_models_get_their_own_label() -> None:
+    from pipeline.config import PipelineConfig
+    from pipeline.context import RunContext
+
+    base = RunContext(PipelineConfig(width=0.35, resolution=64, num_classes=10)).label
+    assert base == "mobilenet_v2_0.35_64_10cls"
+    pruned = RunContext(PipelineConfig(width=0.35, resolution=64, num_classes=10, prune=0.3))
+    sparse = RunContext(PipelineConfig(width=0.35, resolution=64, num_classes=10, prune=0.5,
+                                       prune_mode="unstructured"))
+    assert pruned.label == f"{base}-pruned30" and sparse.label == f"{base}-sparse50"
 
 
 @pytest.mark.parametrize("ratio", [0, 1, -0.2, 1.5])
