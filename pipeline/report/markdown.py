@@ -27,6 +27,25 @@ HEADER = ["node", "runtime", "parity", "max rel err", "centred cosine", "top-1 a
           "median ms", "p90 ms", "status"]
 
 
+def notes_section(nodes: list[dict[str, Any]]) -> list[str]:
+    """Warnings, and the layers an int8 node kept in float (mixed precision) with their cost."""
+    lines: list[str] = []
+    for node in nodes:
+        mixed = (node.get("info") or {}).get("mixed_precision")
+        items = [f"  - warning: {w}" for w in node.get("warnings") or []]
+        if mixed and mixed.get("cost"):
+            cost = mixed["cost"]
+            items.append(f"  - mixed precision: {cost['float_layers']} of {cost['of_layers']} "
+                         f"layers in float ({', '.join(mixed['float_layers'])}): "
+                         f"{100 * cost['params_share']:.2f} % of parameters, "
+                         f"{100 * cost['macs_share']:.1f} % of MACs, median "
+                         f"{fmt(cost.get('median_ms'), '.2f')} ms vs "
+                         f"{fmt(cost.get('int8_median_ms'), '.2f')} ms all-int8")
+        if items:
+            lines += [f"- **{node['name']}**", *items]
+    return ["", "## Warnings and mixed precision", "", *lines] if lines else []
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     model, machine, run = report["model"], report["machine"], report["run"]
     lines = [f"# mobile-export report: {model['label']}", ""]
@@ -47,6 +66,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"- **{node['name']}** — {node['parity']['verdict']}: "
                          f"{node['parity'].get('reason') or node.get('error')}")
             lines += [f"  - {f}" for f in node["parity"].get("failures", [])]
+    lines += notes_section(report["nodes"])
     lines += ["", "## Artifacts", ""]
     for node in report["nodes"]:
         art = node.get("artifact")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.report.markdown import node_row, render_markdown
+from pipeline.report.markdown import node_row, notes_section, render_markdown
 
 
 def _node(verdict: str, **parity) -> dict:
@@ -40,3 +40,18 @@ def test_report_command_rerenders(tiny_run, tmp_path: Path) -> None:
     assert (run_dir / "report.md").read_text() == render_markdown(
         json.loads((run_dir / "report.json").read_text()))
     assert "export_onnx" in result.stdout
+
+
+def test_mixed_precision_layers_and_warnings_are_shown() -> None:
+    node = {**_node("pass"), "name": "onnx:int8",
+            "warnings": ["1 layer(s) kept in float so that int8 passes its gates: node_conv2d"],
+            "info": {"mixed_precision": {
+                "float_layers": ["node_conv2d"],
+                "cost": {"float_layers": 1, "of_layers": 53, "params_share": 0.0004,
+                         "macs_share": 0.036, "median_ms": 3.06, "int8_median_ms": 3.1}}}}
+    lines = notes_section([_node("pass"), node])
+    text = "\n".join(lines)
+    assert lines[1] == "## Warnings and mixed precision" and "**onnx:int8**" in text
+    assert "1 of 53 layers in float (node_conv2d): 0.04 % of parameters, 3.6 % of MACs" in text
+    assert "warning: 1 layer(s) kept in float" in text and "export_onnx" not in text
+    assert notes_section([_node("pass")]) == []
