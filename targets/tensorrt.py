@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline.errors import StageError
 from pipeline.graph import OutputFile, Stage, StageOutput
-from pipeline.stages.quantize import QuantizeOnnxStage
+from pipeline.tensorrt_check import MIN_TENSORRT
 from targets.base import Runner, Target, register
 
 SIDECAR = "model.json"
@@ -38,32 +38,32 @@ ENGINE_WARNING = ("a TensorRT engine runs only on the GPU model (compute capabil
 HOW_TO_GET = ("TensorRT engines need an NVIDIA GPU with its driver and TensorRT >= 10 in this "
               "environment: `pip install tensorrt` (fetches NVIDIA's libraries from "
               "pypi.nvidia.com) or run in an NGC container (nvcr.io/nvidia/tensorrt)")
-QDQ_RUNTIME = ("ONNX Runtime CPU, on the Q/DQ graph TensorRT builds (not a TensorRT engine: "
-               "engine parity needs a GPU)")
-MIN_VERSION = (10, 0)
+
+
+def _import_tensorrt() -> tuple[Any, str | None]:
+    """(the tensorrt module, None), or (None, why it is not importable). Nothing is imported
+    when the package is absent."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None, "tensorrt is not importable (not installed)"
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # a stub or a broken install
+        return None, f"tensorrt is not importable ({type(exc).__name__}: {exc})"
+    return trt, None
 
 
 def tensorrt_version() -> tuple[int, ...] | None:
-    """The importable TensorRT's version, or None (no import unless the package exists)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        import tensorrt as trt
-    except Exception:  # a stub or a broken install
-        return None
-    return tuple(int(x) for x in re.findall(r"\d+", trt.__version__)[:3])
+    """The importable TensorRT's version, or None."""
+    trt, _ = _import_tensorrt()
+    return tuple(int(x) for x in re.findall(r"\d+", trt.__version__)[:3]) if trt else None
 
 
 def tensorrt_problem() -> str | None:
     """None when TensorRT >= 10 is importable, else what is wrong with it."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not importable (not installed)"
-    try:
-        import tensorrt as trt
-    except Exception as exc:
-        return f"tensorrt is not importable ({type(exc).__name__}: {exc})"
-    version = tuple(int(x) for x in re.findall(r"\d+", trt.__version__)[:2])
-    if version < MIN_VERSION:
+    trt, problem = _import_tensorrt()
+    if problem:
+        return problem
+    if tensorrt_version()[:2] < MIN_TENSORRT:
         return f"TensorRT {trt.__version__} is too old: version 10 or newer is needed"
     return None
 
@@ -251,31 +251,6 @@ class TensorrtPlanStage(Stage):
         return StageOutput({}, record)
 
 
-class TensorrtQdqStage(QuantizeOnnxStage):
-    """``tensorrt:qdq``: the int8 Q/DQ ONNX for TensorRT's explicit quantization. The ONNX
-    Runtime int8 stage with int8 activations (zero point 0) and float biases, including its
-    mixed-precision fallback; checked on ONNX Runtime CPU and labelled so."""
-
-    stage = "quantize_tensorrt"
-    version = 2
-    outputs = ("onnx_int8_trt",)
-    target = "tensorrt"
-    activations = "int8"
-    filename = "model_int8_qdq.onnx"
-
-    @property
-    def name(self) -> str:
-        return "tensorrt:qdq"
-
-    def run(self, inputs: dict, workdir: Path) -> StageOutput:
-        produced = super().run(inputs, workdir)
-        record = produced.record
-        record["parity"]["runtime"] = QDQ_RUNTIME
-        record["latency"]["note"] = ("ONNX Runtime CPU latency of the Q/DQ graph; says nothing "
-                                     "about TensorRT latency")
-        return produced
-
-
 # -- engines (GPU machines only) ---------------------------------------------------------------
 
 
@@ -373,6 +348,8 @@ class TensorrtTarget(Target):
         return "; ".join(problems) + f". {HOW_TO_GET}"
 
     def checks(self, ctx: Any, precisions: tuple[str, ...]) -> list[Stage]:
+        from pipeline.stages.quantize_tensorrt import TensorrtQdqStage
+
         wanted = tuple(p for p in self.precisions if p in precisions)
         stages: list[Stage] = [TensorrtQdqStage(ctx)] if "int8" in wanted else []
         return stages + [TensorrtPlanStage(ctx, wanted)] if wanted else []

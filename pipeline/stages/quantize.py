@@ -1,9 +1,10 @@
 """quantize: int8 ONNX with QDQ nodes, by ONNX Runtime's static quantization (pipeline.qdq).
 
 One QuantConfig and one real-image calibration set (pipeline.calibration) serve every target;
-this artifact is both the ONNX Runtime int8 model and the input of TensorRT's explicit
-quantization. Weights: signed int8, per channel. Activations: unsigned (QUInt8), which ONNX
-Runtime's x86 kernels run about twice as fast as signed activations. When the all-int8 model
+this artifact is the ONNX Runtime int8 model. Weights: signed int8, per channel. Activations:
+unsigned (QUInt8), which ONNX Runtime's x86 kernels run about twice as fast as signed
+activations; TensorRT refuses that encoding, so its Q/DQ graph is a subclass with int8
+activations (pipeline.stages.quantize_tensorrt). When the all-int8 model
 fails its gates, the mixed-precision fallback (pipeline.sensitivity) keeps its most sensitive
 layers in float until the gates pass, and the record says which layers and at what cost.
 """
@@ -34,7 +35,7 @@ class QuantizeOnnxStage(Stage):
     target = "onnx"
     precision = "int8"
     #: activation encoding (pipeline.qdq.ACTIVATIONS) and the artifact's file name; the
-    #: TensorRT Q/DQ stage (targets.tensorrt) reuses this stage with int8 activations.
+    #: TensorRT Q/DQ stage (pipeline.stages.quantize_tensorrt) reuses this with int8 activations.
     activations = "uint8"
     filename = "model_int8.onnx"
 

@@ -1,0 +1,38 @@
+"""tensorrt:qdq: the int8 Q/DQ ONNX for TensorRT's explicit quantization.
+
+The ONNX Runtime int8 stage (pipeline.stages.quantize) with the encoding TensorRT's parser
+accepts: int8 activations with zero point 0 and float biases (pipeline.qdq), the same calibration
+set and the same mixed-precision fallback. TensorRT does not run here, so the graph is checked on
+ONNX Runtime CPU and labelled so; the engines are built from it by targets.tensorrt.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.graph import StageOutput
+from pipeline.stages.quantize import QuantizeOnnxStage
+
+QDQ_RUNTIME = ("ONNX Runtime CPU, on the Q/DQ graph TensorRT builds (not a TensorRT engine: "
+               "engine parity needs a GPU)")
+
+
+class TensorrtQdqStage(QuantizeOnnxStage):
+    """``tensorrt:qdq``: see the module doc."""
+
+    stage = "quantize_tensorrt"
+    version = 2
+    outputs = ("onnx_int8_trt",)
+    target = "tensorrt"
+    activations = "int8"
+    filename = "model_int8_qdq.onnx"
+
+    @property
+    def name(self) -> str:
+        return "tensorrt:qdq"
+
+    def run(self, inputs: dict, workdir: Path) -> StageOutput:
+        produced = super().run(inputs, workdir)
+        produced.record["parity"]["runtime"] = QDQ_RUNTIME
+        produced.record["latency"]["note"] = ("ONNX Runtime CPU latency of the Q/DQ graph; says "
+                                              "nothing about TensorRT latency")
+        return produced
