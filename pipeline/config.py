@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
+    model_validator
 
 from pipeline.errors import UserInputError
 from pipeline.parity import Tolerance
@@ -58,6 +59,14 @@ class TensorrtConfig(_Strict):
     workspace_mib: int = Field(2048, ge=64, description="builder workspace memory pool limit")
     optimization_level: int = Field(3, ge=0, le=5, description="builder optimisation level "
                                     "(TensorRT's default 3; 5 searches longest)")
+
+    @model_validator(mode="after")
+    def _batch_range(self) -> "TensorrtConfig":
+        given = [b for b in (self.min_batch, self.opt_batch, self.max_batch) if b is not None]
+        if given != sorted(given):
+            raise ValueError(f"tensorrt batches must satisfy min_batch <= opt_batch <= max_batch; "
+                             f"got {self.min_batch}, {self.opt_batch}, {self.max_batch}")
+        return self
 
 
 class PipelineConfig(_Strict):

@@ -90,3 +90,15 @@ def trained_tiny_export(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
     load = next(r for r in records if r["stage"] == "load")
     return {"onnx": Path(onnx_node["artifact"]["path"]), "config": config,
             "reference": cache.object_path(load["outputs"]["reference"]["digest"])}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster than two, and immune to a busy second core.
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -205,3 +205,12 @@ def test_int8_fallback_options_reach_the_quant_recipe(tmp_path: Path) -> None:
     assert config.quant.fallback is False and config.quant.max_float_layers == 3
     with pytest.raises(UserInputError, match="--int8-max-float-layers"):
         load_config(None, {"int8_max_float_layers": 0})
+
+
+def test_a_tensorrt_batch_range_out_of_order_is_refused() -> None:
+    from pipeline.config import load_config
+    from pipeline.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="min_batch <= opt_batch <= max_batch"):
+        load_config(None, {"tensorrt": {"opt_batch": 16, "max_batch": 8}})
+    assert load_config(None, {"tensorrt": {"opt_batch": 8}}).tensorrt.opt_batch == 8

@@ -17,14 +17,7 @@ TEACHER = [[2.0, 1.0, 0.0], [0.5, 0.5, 2.0]]
 LABELS = [1, 2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _softmax(row, T=1.0):
     exps = [math.exp(v / T) for v in row]

@@ -32,14 +32,7 @@ V2 = ModelSpec("mobilenet_v2", 0.35, 64, 10)
 V3 = ModelSpec("mobilenet_v3_small", 0.75, 64, 10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _build(spec: ModelSpec, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
