@@ -27,6 +27,8 @@ hurt, which the gates re-check anyway).
 from __future__ import annotations
 
 import math
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -72,9 +74,27 @@ class Probe:
         return cls(ParityInputs([f"probe:{i}" for i in range(n)], ["probe"] * n, inputs),
                    np.concatenate(expected))
 
+    def save(self, path: Path) -> Path:
+        """Write the probe to ``path`` (.npz) for a converter's child process."""
+        with open(path, "wb") as handle:
+            np.savez(handle, batch=self.inputs.batch, expected=self.expected)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Probe":
+        with np.load(path) as data:
+            batch, expected = data["batch"], data["expected"]
+        n = len(batch)
+        return cls(ParityInputs([f"probe:{i}" for i in range(n)], ["probe"] * n, batch), expected)
+
     def error(self, model: Path, threads: int = 1) -> float:
-        """Mean over the probe inputs of 1 − centred cosine to the reference (0 = identical)."""
-        outputs = run_outputs(OrtRunner(model, threads), self.inputs, _PROBE_BATCH)
+        """Mean over the probe inputs of 1 − centred cosine to the reference (0 = identical),
+        for an ONNX model on ONNX Runtime."""
+        return self.error_of(OrtRunner(model, threads))
+
+    def error_of(self, runner: Any) -> float:
+        """:meth:`error` on any runner (pipeline.targets.base.Runner) of the candidate."""
+        outputs = run_outputs(runner, self.inputs, _PROBE_BATCH)
         cosines = centred_cosines(self.expected.astype(np.float64),
                                   next(iter(outputs.values())).astype(np.float64))
         if cosines is None:
@@ -157,9 +177,9 @@ class MixedPrecision:
     def passed(self) -> bool:
         return self.path is not None
 
-    def cost(self, model: onnx.ModelProto) -> dict[str, Any]:
-        """Share of the weighted layers' parameters and MACs left in float."""
-        costs = layer_costs(model)
+    def cost(self, costs: dict[str, tuple[int, int]]) -> dict[str, Any]:
+        """Share of the weighted layers' parameters and MACs left in float; ``costs``: layer ->
+        (weight parameters, MACs), e.g. :func:`layer_costs` of the ONNX model."""
         params = sum(p for p, _ in costs.values()) or 1
         macs = sum(m for _, m in costs.values()) or 1
         kept = [costs[n] for n in self.float_layers]
@@ -174,19 +194,34 @@ class MixedPrecision:
                           "in-distribution inputs and the evaluation set"}
 
 
-def search_float_layers(calibrated: Calibrated, ranking: Ranking, gate: Gate, workdir: Path,
-                        *, per_channel: bool, activations: str = "uint8",
+#: Builds one candidate: the layers to keep in float -> (path of the model, its quantize facts).
+Make = Callable[[list[str]], tuple[Path, dict[str, Any]]]
+
+
+def onnx_candidates(calibrated: Calibrated, workdir: Path, *, per_channel: bool,
+                    activations: str = "uint8") -> Make:
+    """Candidates re-quantized by ONNX Runtime from one calibration (``workdir``: one model per
+    attempt)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def make(float_layers: list[str]) -> tuple[Path, dict[str, Any]]:
+        path = workdir / f"mixed_{len(float_layers)}.onnx"
+        return path, quantize_calibrated(calibrated, path, per_channel, activations,
+                                         float_layers)
+
+    return make
+
+
+def search_float_layers(ranking: Ranking, make: Make, gate: Gate, *,
                         max_float_layers: int) -> MixedPrecision:
     """The fewest most-sensitive layers (at most ``max_float_layers``) whose float copy makes
-    ``gate`` pass; ``workdir`` receives one model per attempt."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    ``gate`` pass; ``make`` builds each candidate (any runtime's quantizer)."""
     order = list(ranking.sensitivity)
     result = MixedPrecision(ranking)
     verdicts: dict[int, bool] = {}
 
     def attempt(k: int) -> bool:
-        path = workdir / f"mixed_{k}.onnx"
-        info = quantize_calibrated(calibrated, path, per_channel, activations, order[:k])
+        path, info = make(order[:k])
         record = gate(path)
         result.attempts.append(attempt_summary(k, record, path.stat().st_size))
         verdicts[k] = record["parity"]["verdict"] == "pass"
@@ -208,3 +243,29 @@ def search_float_layers(calibrated: Calibrated, ranking: Ranking, gate: Gate, wo
             else:
                 low = middle
     return result
+
+
+def conclude(found: MixedPrecision, first: dict[str, Any], path: Path,
+             recheck: Callable[[Path], dict[str, Any]], costs: dict[str, tuple[int, int]], *,
+             int8_bytes: int, started: float, cap: int,
+             label: Callable[[str], str] = str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The node's record, the ``mixed_precision`` summary and one warning, after a search.
+
+    ``first``: the all-int8 model's record (latency included); ``path``: the artifact, which
+    the passing candidate replaces before ``recheck`` (a full check with latency) runs on it;
+    ``label`` turns a layer name into what the warning shows."""
+    summary = found.to_json()
+    summary["attempts"].insert(0, attempt_summary(0, first, int8_bytes))
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    if not found.passed:
+        return first, summary, (f"int8 failed its gates, and so did every mixed-precision model "
+                                f"with up to {cap} layers in float")
+    assert found.path is not None
+    shutil.copyfile(found.path, path)
+    record = recheck(path)
+    summary["cost"] = {**found.cost(costs), "bytes": path.stat().st_size,
+                       "int8_bytes": int8_bytes, "median_ms": record["latency"]["median_ms"],
+                       "int8_median_ms": first["latency"]["median_ms"]}
+    names = ", ".join(label(name) for name in found.float_layers)
+    return record, summary, (f"{len(found.float_layers)} layer(s) kept in float so that int8 "
+                             f"passes its gates: {names}")

@@ -10,7 +10,6 @@ layers in float until the gates pass, and the record says which layers and at wh
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from pipeline.context import RunContext
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.qdq import Calibrated, calibrate, quantize_calibrated
 from pipeline.reference import Reference
-from pipeline.sensitivity import attempt_summary, rank_layers, search_float_layers
+from pipeline.sensitivity import (conclude, layer_costs, onnx_candidates, rank_layers,
+                                  search_float_layers)
 from pipeline.verify import check_gates, check_node
 from targets.onnxruntime import OrtRunner
 
@@ -90,24 +90,13 @@ class QuantizeOnnxStage(Stage):
         ranking = rank_layers(calibrated, path, reference, workdir / "mixed",
                               per_channel=c.quant.per_channel, activations=self.activations,
                               threads=c.threads)
-        found = search_float_layers(calibrated, ranking, gate, workdir / "mixed",
-                                    per_channel=c.quant.per_channel,
-                                    activations=self.activations,
+        make = onnx_candidates(calibrated, workdir / "mixed", per_channel=c.quant.per_channel,
+                               activations=self.activations)
+        found = search_float_layers(ranking, make, gate,
                                     max_float_layers=c.quant.max_float_layers)
-        summary = found.to_json()
-        summary["attempts"].insert(0, attempt_summary(0, record, int8_bytes))
-        summary["seconds"] = round(time.perf_counter() - start, 1)
-        if not found.passed:
-            warnings.append(f"int8 failed its gates, and so did every mixed-precision model "
-                            f"with up to {c.quant.max_float_layers} layers in float")
-            return record, {**info, "mixed_precision": summary}
-        int8_latency = record["latency"]["median_ms"]
-        shutil.copyfile(found.path, path)
-        record = self._check(path, reference)
-        summary["cost"] = {**found.cost(calibrated.model), "bytes": path.stat().st_size,
-                           "int8_bytes": int8_bytes,
-                           "median_ms": record["latency"]["median_ms"],
-                           "int8_median_ms": int8_latency}
-        warnings.append(f"{len(found.float_layers)} layer(s) kept in float so that int8 "
-                        f"passes its gates: {', '.join(found.float_layers)}")
+        record, summary, warning = conclude(
+            found, record, path, lambda p: self._check(p, reference),
+            layer_costs(calibrated.model), int8_bytes=int8_bytes, started=start,
+            cap=c.quant.max_float_layers)
+        warnings.append(warning)
         return record, {**info, **found.info, "mixed_precision": summary}

@@ -12,7 +12,8 @@ from pipeline.context import RunContext
 from pipeline.parity import tolerance_for
 from pipeline.qdq import calibrate, quantize_calibrated
 from pipeline.reference import Reference
-from pipeline.sensitivity import Probe, layer_costs, rank_layers, search_float_layers
+from pipeline.sensitivity import (Probe, layer_costs, onnx_candidates, rank_layers,
+                                  search_float_layers)
 from pipeline.verify import check_gates
 from targets.onnxruntime import OrtRunner
 
@@ -73,9 +74,9 @@ def test_search_keeps_the_fewest_sensitive_layers_in_float_until_the_gates_pass(
     gate = tiny_int8["gate"]
     assert gate(tiny_int8["int8"])["parity"]["verdict"] == "fail", "all-int8 should fail"
     ranking = tiny_int8["ranking"]
-    found = search_float_layers(tiny_int8["calibrated"], ranking, gate,
-                                tiny_int8["workdir"] / "search", per_channel=True,
-                                max_float_layers=8)
+    make = onnx_candidates(tiny_int8["calibrated"], tiny_int8["workdir"] / "search",
+                           per_channel=True)
+    found = search_float_layers(ranking, make, gate, max_float_layers=8)
     assert found.passed
     k = len(found.float_layers)
     assert 1 <= k <= 8 and found.float_layers == nodes_by_rank(ranking)[:k]
@@ -86,14 +87,15 @@ def test_search_keeps_the_fewest_sensitive_layers_in_float_until_the_gates_pass(
     # the kept layers really are float in the published graph, and only they
     assert _float_weight_nodes(found.path) == set(found.float_layers)
     assert found.info["float_nodes"] == sorted(found.float_layers)
-    cost = found.cost(tiny_int8["calibrated"].model)
+    cost = found.cost(layer_costs(tiny_int8["calibrated"].model))
     assert cost["float_layers"] == k and cost["of_layers"] == 53
     assert 0 < cost["params_share"] < 1 and 0 < cost["macs_share"] < 1
 
 
 def test_search_that_cannot_pass_within_its_cap_records_the_failure(tiny_int8) -> None:
-    found = search_float_layers(tiny_int8["calibrated"], tiny_int8["ranking"], tiny_int8["gate"],
-                                tiny_int8["workdir"] / "capped", per_channel=True,
+    make = onnx_candidates(tiny_int8["calibrated"], tiny_int8["workdir"] / "capped",
+                           per_channel=True)
+    found = search_float_layers(tiny_int8["ranking"], make, tiny_int8["gate"],
                                 max_float_layers=1)
     assert not found.passed and found.path is None and found.float_layers == []
     assert [a["float_layers"] for a in found.attempts] == [1]
@@ -107,3 +109,14 @@ def test_layer_costs_add_up_to_the_models_multiply_adds(tiny_int8, trained_tiny)
     costs = layer_costs(tiny_int8["calibrated"].model)
     spec = trained_tiny["spec"]
     assert sum(m for _, m in costs.values()) == count_macs(build(spec), spec.resolution)
+
+
+def test_probe_survives_a_round_trip_through_a_file(tiny_int8, tmp_path: Path) -> None:
+    """What a converter's child process measures on is exactly the parent's probe."""
+    import numpy as np
+
+    probe = Probe.of(tiny_int8["reference"])
+    loaded = Probe.load(probe.save(tmp_path / "probe.npz"))
+    np.testing.assert_array_equal(loaded.inputs.batch, probe.inputs.batch)
+    np.testing.assert_array_equal(loaded.expected, probe.expected)
+    assert loaded.error(tiny_int8["int8"]) == pytest.approx(tiny_int8["ranking"].int8_error)
