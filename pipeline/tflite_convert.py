@@ -418,12 +418,15 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def convert(onnx_path: str, out_path: str, precision: str, layout: str, sample_path: str,
             calib_path: str | None = None, int8_io: bool = False,
-            per_channel: bool = True) -> dict[str, Any]:
+            per_channel: bool = True, calibrated_path: str | None = None) -> dict[str, Any]:
     """Convert ``onnx_path`` to one .tflite at ``out_path``; returns JSON facts for the record.
 
     ``sample_path``: (N, H, W, 3) float32 real photos, normalised as the model expects (written
     as onnx2tf's sample file). ``calib_path`` (int8): (N, 3, H, W) float32 calibration inputs,
-    normalised as the model expects (the pipeline's calibration set).
+    normalised as the model expects (the pipeline's calibration set). ``calibrated_path``
+    (int8): where to keep the calibrated float model, from which
+    :func:`pipeline.tflite_quantize.mixed_precision_candidates` re-quantizes without converting
+    again.
     """
     try:
         if precision not in PRECISIONS:
@@ -432,7 +435,8 @@ def convert(onnx_path: str, out_path: str, precision: str, layout: str, sample_p
             raise ConversionError("int8 needs the calibration set (calib_path)")
         with _private_dir() as work:
             return _convert_in(Path(onnx_path), Path(out_path), precision, layout,
-                               Path(sample_path), work, calib_path, int8_io, per_channel)
+                               Path(sample_path), work, calib_path, int8_io, per_channel,
+                               calibrated_path)
     except ConversionError as exc:
         print(f"{ERROR_MARK} {exc}", flush=True)
         raise
@@ -447,7 +451,7 @@ def _private_dir() -> Iterator[Path]:
 
 def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sample_path: Path,
                 work: Path, calib_path: str | None, int8_io: bool,
-                per_channel: bool = True) -> dict[str, Any]:
+                per_channel: bool = True, calibrated_path: str | None = None) -> dict[str, Any]:
     onnx_path = _batch_one_copy(source, work / "model.onnx")
     inputs, outputs = _onnx_io(onnx_path)
     if precision == "int8" and len(inputs) != 1:
@@ -468,7 +472,7 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
         if layout == "NHWC":
             calibration = calibration.transpose(0, 2, 3, 1)
     with network_guard() as attempts:
-        data = _to_tflite(keras_model, precision, calibration, int8_io, per_channel)
+        data, calibrated = _to_tflite(keras_model, precision, calibration, int8_io, per_channel)
     if attempts:
         raise ConversionError(f"the TFLite converter tried to reach the network ({attempts[0]})")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,6 +480,17 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
     _rename_io(out_path, inputs, outputs)
     details = io_details(out_path)
     quant = None
+    layers = None
+    if calibrated is not None:
+        from pipeline.tflite_quantize import weighted_layers
+
+        # the ONNX I/O names in the calibrated model too, so every re-quantized model has them
+        kept = work / "calibrated.tflite"
+        kept.write_bytes(calibrated)
+        _rename_io(kept, inputs, outputs)
+        layers = weighted_layers(kept.read_bytes())
+        if calibrated_path:
+            shutil.copyfile(kept, calibrated_path)
     if precision == "int8":
         weights = "per-channel" if per_channel else "per-tensor"
         quant = {"scheme": f"full integer int8, {weights} weights, per-tensor activations "
@@ -485,18 +500,21 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
     return {"precision": precision, "layout": layout,
             "int8_io": bool(int8_io and precision == "int8"),
             "ops": op_counts(out_path), **details, "versions": _versions(),
-            "quantization": quant, "bytes": out_path.stat().st_size,
+            "quantization": quant, "bytes": out_path.stat().st_size, "weighted_layers": layers,
             "onnx_inputs": [[n, s] for n, s in inputs],
             "onnx_outputs": [[n, s] for n, s in outputs], "offline": facts}
 
 
 def _to_tflite(model: Any, precision: str, calibration: np.ndarray | None, int8_io: bool,
-               per_channel: bool = True) -> bytes:
+               per_channel: bool = True) -> tuple[bytes, bytes | None]:
     """The Keras model onnx2tf built, to .tflite bytes with onnx2tf's converter settings:
     builtin ops plus TF Select as a fallback (refused afterwards by :func:`graph_problems`, with
     the ops named), fp16 = float16 weights, int8 = full-integer with a representative dataset
-    (per-channel weights, TFLite's default) and float32 or int8 I/O."""
+    (per-channel weights, TFLite's default) and float32 or int8 I/O. Also returns, for int8,
+    the calibrated float model the int8 one was quantized from (None otherwise)."""
     import tensorflow as tf
+
+    from pipeline import tflite_quantize
 
     try:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -513,20 +531,16 @@ def _to_tflite(model: Any, precision: str, calibration: np.ndarray | None, int8_
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
         assert calibration is not None
-
-        def representative() -> Iterator[list[np.ndarray]]:
-            for index in range(len(calibration)):
-                yield [calibration[index:index + 1]]
-
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.SELECT_TF_OPS]
         converter._experimental_disable_per_channel = not per_channel
-        converter.representative_dataset = representative
-        io_type = tf.int8 if int8_io else tf.float32
-        converter.inference_input_type = converter.inference_output_type = io_type
     try:
-        return converter.convert()
+        if precision != "int8":
+            return converter.convert(), None
+        calibrated = tflite_quantize.calibrate(converter, calibration)
+        return tflite_quantize.quantize_calibrated(calibrated, per_channel=per_channel,
+                                                   int8_io=int8_io), calibrated
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
         detail = (lines or str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -21,7 +21,8 @@ import numpy as np
 
 from pipeline.errors import StageError, UserInputError
 from pipeline.graph import OutputFile, Stage, StageOutput
-from pipeline.tflite_convert import CONV_OPS, ERROR_MARK, LAYOUTS, graph_problems
+from pipeline.tflite_convert import (CONV_OPS, ERROR_MARK, LAYOUTS, graph_problems,
+                                     io_details, op_counts)
 from targets.base import Runner, Target, register
 
 
@@ -147,7 +148,7 @@ class TfliteConvertStage(Stage):
     """``tflite:<precision>``: the trunk's ONNX to one .tflite, checked and timed on LiteRT."""
 
     stage = "convert_tflite"
-    version = 1
+    version = 3
     tools = ("onnx2tf", "tensorflow", "tf_keras", "ai-edge-litert", "onnx", "onnxsim",
              "onnxruntime", "numpy")
     target = "tflite"
@@ -175,7 +176,9 @@ class TfliteConvertStage(Stage):
                   "labels": _labels(self.ctx), **self.ctx.measure_config(self.precision)}
         if self.precision == "int8":
             config.update(int8_io=self.int8_io, calibration=calibration_identity(self.ctx),
-                          per_channel=self._quant("per_channel", True))
+                          per_channel=self._quant("per_channel", True),
+                          fallback=self._quant("fallback", True),
+                          max_float_layers=self._quant("max_float_layers", 8))
         return config
 
     def _quant(self, name: str, default: Any) -> Any:
@@ -186,44 +189,101 @@ class TfliteConvertStage(Stage):
         drop = getattr(self.ctx, "accuracy_drop", None)
         return drop(self.precision) if callable(drop) else None
 
-    def run(self, inputs: dict, workdir: Path) -> StageOutput:
-        from pipeline.reference import Reference
+    def _check(self, path: Path, reference: Any) -> dict[str, Any]:
+        """Parity, accuracy and latency of one .tflite on LiteRT (the node's record)."""
         from pipeline.verify import check_node
 
-        ctx, c = self.ctx, self.ctx.config
+        c = self.ctx.config
+        runner = LiteRTRunner(path, c.threads, self.layout)
+        drop = self._accuracy_drop()
+        record = check_node(runner, reference, self.ctx.tolerance(self.precision), c.bench,
+                            *([drop] if drop is not None else []))
+        record["latency"]["delegate"] = "xnnpack" if runner.xnnpack else "none"
+        return record
+
+    def run(self, inputs: dict, workdir: Path) -> StageOutput:
+        from pipeline.reference import Reference
+
         reference = Reference.load(inputs["reference"].path)
         path = workdir / f"model_{self.precision}.tflite"
         facts = self._convert(inputs["onnx"].path, path, reference, workdir)
         problems = graph_problems(facts["ops"])
         if problems:
             raise StageError(self.name, "; ".join(problems) + f" (op counts: {facts['ops']})")
-        runner = LiteRTRunner(path, c.threads, self.layout)
-        gate = self._accuracy_drop()
-        record = check_node(runner, reference, ctx.tolerance(self.precision), c.bench,
-                            *([gate] if gate is not None else []))
-        record["latency"]["delegate"] = "xnnpack" if runner.xnnpack else "none"
-        info = self._info(facts)
+        record = self._check(path, reference)
+        mixed = None
         if self.precision == "int8":
-            info["calibration"] = self._calibration
-            method = self._quant("method", "minmax")
             warnings = list(self._calibration["warnings"])
+            method = self._quant("method", "minmax")
             if method != "minmax":
                 warnings.append(f"quant_method {method!r} is not available in the TFLite "
                                 "converter, which calibrates with min/max ranges; used minmax")
+            if record["parity"]["verdict"] == "fail" and self._quant("fallback", True):
+                record, mixed, warning = self._fall_back(path, reference, record, workdir)
+                warnings.append(warning)
+                if mixed.get("cost"):   # the published file changed: describe that one
+                    facts = {**facts, "ops": op_counts(path), **io_details(path)}
             if warnings:
                 record["warnings"] = warnings
+        info = self._info(facts)
+        if self.precision == "int8":
+            info["calibration"] = self._calibration
+            if mixed is not None:
+                info["mixed_precision"] = mixed
         if self.precision == "fp32" and record["parity"]["verdict"] == "fail":
             info["onnx2tf_per_op"] = self._per_op(inputs["onnx"].path, reference, workdir)
         record["info"] = info
         meta = {"precision": self.precision, "layout": self.layout}
         return StageOutput({self.outputs[0]: OutputFile(path, "tflite", meta)}, record)
 
+    def _fall_back(self, path: Path, reference: Any, record: dict[str, Any],
+                   workdir: Path) -> tuple[dict, dict, str]:
+        """Keep the most sensitive layers in float until int8 passes its gates (the search of
+        ``pipeline.sensitivity``, on candidates the converter's child re-quantizes from the one
+        calibration); the passing model replaces ``path``. Returns the record, the
+        ``mixed_precision`` summary and a warning."""
+        import time
+
+        from pipeline.sensitivity import Probe, Ranking, conclude, search_float_layers
+        from pipeline.verify import check_gates
+
+        c, quant_cap = self.ctx.config, int(self._quant("max_float_layers", 8))
+        start, int8_bytes = time.perf_counter(), path.stat().st_size
+        result = self._isolated("pipeline.tflite_quantize:mixed_precision_candidates", {
+            "calibrated_path": str(workdir / "calibrated.tflite"),
+            "probe_path": str(Probe.of(reference).save(workdir / "probe.npz")),
+            "out_dir": str(workdir / "mixed"), "layout": self.layout,
+            "per_channel": bool(self._quant("per_channel", True)), "int8_io": self.int8_io,
+            "max_float_layers": quant_cap, "threads": c.threads})
+        layers = {layer["tensor"]: layer for layer in result["layers"]}
+        candidates = {int(k): Path(v) for k, v in result["candidates"].items()}
+
+        def make(float_layers: list[str]) -> tuple[Path, dict[str, Any]]:
+            return candidates[len(float_layers)], {}
+
+        def gate(candidate: Path) -> dict[str, Any]:
+            return check_gates(LiteRTRunner(candidate, c.threads, self.layout), reference,
+                               self.ctx.tolerance("int8"), self._accuracy_drop())
+
+        found = search_float_layers(Ranking(result["int8_error"], result["sensitivity"]), make,
+                                    gate, max_float_layers=quant_cap)
+        costs = {name: (layer["params"], layer["macs"]) for name, layer in layers.items()}
+        record, summary, warning = conclude(
+            found, record, path, lambda p: self._check(p, reference), costs,
+            int8_bytes=int8_bytes, started=start,
+            cap=quant_cap, label=lambda name: layer_label(layers[name]))
+        summary["layers"] = {name: {**layers[name], "label": layer_label(layers[name])}
+                             for name in summary["sensitivity"]}
+        summary["ranking_seconds"] = result["seconds"]
+        return record, summary, warning
+
     # -- helpers ---------------------------------------------------------------------------
     def _isolated(self, function: str, kwargs: dict[str, Any]) -> Any:
         from pipeline.isolate import IsolatedCallError, run_isolated
 
+        target = function if ":" in function else f"pipeline.tflite_convert:{function}"
         try:
-            return run_isolated(f"pipeline.tflite_convert:{function}", kwargs,
+            return run_isolated(target, kwargs,
                                 stage=self.name, model=self.ctx.source.label,
                                 timeout_s=self.ctx.config.convert_timeout_s)
         except IsolatedCallError as exc:
@@ -235,7 +295,8 @@ class TfliteConvertStage(Stage):
             "layout": self.layout, "sample_path": str(_sample_file(reference, workdir))}
         if self.precision == "int8":
             kwargs.update(calib_path=str(self._calibration_file(workdir)), int8_io=self.int8_io,
-                          per_channel=bool(self._quant("per_channel", True)))
+                          per_channel=bool(self._quant("per_channel", True)),
+                          calibrated_path=str(workdir / "calibrated.tflite"))
         return self._isolated("convert", kwargs)
 
     def _calibration_file(self, workdir: Path) -> Path:
@@ -286,6 +347,13 @@ class TfliteConvertStage(Stage):
                 "preprocessing": {**asdict(prep), "scale": "pixel / 255, then (x - mean) / std"},
                 "labels": _labels(self.ctx)},
         }
+
+
+def layer_label(layer: dict[str, Any]) -> str:
+    """A weighted layer as people read it: op, position among the weighted layers, output
+    shape (e.g. ``CONV_2D #0 (1x64x64x32)``); its tensor name stays in the record."""
+    shape = "x".join(str(d) for d in layer.get("output_shape", []))
+    return f"{layer['op']} #{layer['index']}" + (f" ({shape})" if shape else "")
 
 
 def _labels(ctx: Any) -> list[str] | None:

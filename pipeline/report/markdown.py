@@ -35,8 +35,10 @@ def notes_section(nodes: list[dict[str, Any]]) -> list[str]:
         items = [f"  - warning: {w}" for w in node.get("warnings") or []]
         if mixed and mixed.get("cost"):
             cost = mixed["cost"]
+            labels = [(mixed.get("layers") or {}).get(name, {}).get("label", name)
+                      for name in mixed["float_layers"]]
             items.append(f"  - mixed precision: {cost['float_layers']} of {cost['of_layers']} "
-                         f"layers in float ({', '.join(mixed['float_layers'])}): "
+                         f"layers in float ({', '.join(labels)}): "
                          f"{100 * cost['params_share']:.2f} % of parameters, "
                          f"{100 * cost['macs_share']:.1f} % of MACs, median "
                          f"{fmt(cost.get('median_ms'), '.2f')} ms vs "

@@ -102,8 +102,11 @@ def test_all_precisions_convert_and_float_ones_pass_their_gates(android_run) -> 
         # offline: onnx2tf read the sample file we wrote and never touched the network
         assert info["offline"]["network_attempts"] == [] and info["offline"]["sample_reads"] >= 1
     assert "DEQUANTIZE" in fp16["info"]["ops"]          # fp16 weights, float compute
-    # float I/O around an all-integer graph: one QUANTIZE in, one DEQUANTIZE out
-    assert int8["info"]["ops"].get("QUANTIZE") == 1 and int8["info"]["ops"].get("DEQUANTIZE") == 1
+    # float I/O around an integer graph: one QUANTIZE in, one DEQUANTIZE out, plus at most one
+    # pair around each layer the mixed-precision fallback kept in float
+    islands = len((int8["info"].get("mixed_precision") or {}).get("float_layers") or [])
+    for op in ("QUANTIZE", "DEQUANTIZE"):
+        assert 1 <= int8["info"]["ops"].get(op, 0) <= 1 + islands, int8["info"]["ops"]
     assert "per-channel" in int8["info"]["quantization"]["scheme"]
     # published copies (only nodes that passed) and the sidecar
     folder = config.artifacts_dir / "android" / "mobilenet_v2_0.35_64_10cls"
@@ -125,12 +128,15 @@ def test_int8_with_nchw_input_and_int8_io(android_run, trained_tiny, tmp_path: P
     from pipeline.context import RunContext
 
     config, outcome = android_run
+    all_int8 = config.quant.model_copy(update={"fallback": False})
     ctx = RunContext(_With(config, tflite_layout="NCHW",  # type: ignore[arg-type]
-                           tflite_int8_io=True))
+                           tflite_int8_io=True, quant=all_int8))
     stage = TfliteConvertStage(ctx, "int8")
     produced = stage.run(_stage_inputs(outcome), tmp_path)
     record, info = produced.record, produced.record["info"]
-    nhwc = _nodes(outcome)["tflite:int8"]["parity"]
+    published = _nodes(outcome)["tflite:int8"]
+    mixed = published["info"].get("mixed_precision")
+    nhwc = mixed["attempts"][0] if mixed else published["parity"]   # the all-int8 model's
     # same quantization as the NHWC, float-I/O model: same agreement with the reference
     assert abs(record["parity"]["cosine"] - nhwc["cosine"]) < 0.02
     assert abs(record["parity"]["top1_agreement"] - nhwc["top1_agreement"]) <= 0.05
@@ -141,6 +147,53 @@ def test_int8_with_nchw_input_and_int8_io(android_run, trained_tiny, tmp_path: P
     assert info["sidecar"]["outputs"][0]["dtype"] == "int8" and info["int8_io"] is True
     assert info["transposes"] <= 1 < info["convolutions"]    # one Transpose at the input at most
     assert "QUANTIZE" not in info["ops"] and "DEQUANTIZE" not in info["ops"]
+
+
+def _float_weighted_layers(path: str | Path) -> set[str]:
+    """Output tensor names of the weighted ops whose weights are float in a .tflite."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from pipeline.tflite_quantize import WEIGHTED_OPS
+
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=
+                              OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return {tensors[op["outputs"][0]]["name"] for op in interpreter._get_ops_details()
+            if op["op_name"] in WEIGHTED_OPS and tensors[op["inputs"][1]]["dtype"] == np.float32}
+
+
+def test_int8_that_fails_its_gates_keeps_its_most_sensitive_layers_in_float(
+        android_run) -> None:
+    """The tiny model's all-int8 TFLite fails the int8 gates; the fallback ranks its 53 weighted
+    layers (each quantized alone), re-quantizes from the one calibration, and publishes the
+    model with the fewest float layers that passes, saying which and at what cost."""
+    config, outcome = android_run
+    int8 = _nodes(outcome)["tflite:int8"]
+    mixed = int8["info"]["mixed_precision"]
+    assert mixed["attempts"][0]["float_layers"] == 0
+    assert mixed["attempts"][0]["verdict"] == "fail", "all-int8 should fail on the tiny model"
+    errors = list(mixed["sensitivity"].values())
+    assert len(errors) == 53 and errors == sorted(errors, reverse=True) and errors[0] > 0
+    assert mixed["int8_error"] > 0 and set(mixed["layers"]) == set(mixed["sensitivity"])
+    k = len(mixed["float_layers"])
+    assert int8["parity"]["verdict"] == "pass" and 1 <= k <= config.quant.max_float_layers
+    assert mixed["float_layers"] == list(mixed["sensitivity"])[:k]
+    verdicts = {a["float_layers"]: a["verdict"] for a in mixed["attempts"]}
+    assert verdicts[k] == "pass" and all(verdicts[j] == "fail" for j in verdicts if j < k)
+    assert k == 1 or verdicts.get(k - 1) == "fail"           # the bisection pinned k down
+    # the published file computes exactly those layers in float, and only them
+    path = config.artifacts_dir / "android" / "mobilenet_v2_0.35_64_10cls" / "model_int8.tflite"
+    assert sha256_file(path) == int8["artifact"]["sha256"]
+    assert _float_weighted_layers(path) == set(mixed["float_layers"])
+    assert int8["info"]["ops"]["QUANTIZE"] >= 2                # float islands in an int8 graph
+    cost = mixed["cost"]
+    assert cost["float_layers"] == k and cost["of_layers"] == 53
+    assert 0 < cost["params_share"] < 1 and 0 < cost["macs_share"] < 1
+    assert cost["bytes"] == int8["artifact"]["bytes"] and cost["int8_median_ms"] > 0
+    labels = [mixed["layers"][name]["label"] for name in mixed["float_layers"]]
+    assert any("kept in float" in w and labels[0] in w for w in int8["warnings"])
+    report_md = (config.out / "report.md").read_text()
+    assert f"{k} of 53 layers in float" in report_md and labels[0] in report_md
 
 
 def test_unconvertible_op_fails_only_the_tflite_node_with_a_clear_reason(
