@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench import BenchSession, benchmark_interleaved
+from pipeline.bench_gates import figure
 from pipeline.cache import atomic_write_bytes
 from pipeline.config import PipelineConfig
 from pipeline.context import RunContext
@@ -23,6 +24,7 @@ from pipeline.run import execute
 from pipeline.stages.load import build_reference_model
 from targets.base import Runner
 from targets.onnxruntime import OrtRunner
+from targets.tflite import TfliteTarget
 from targets.torch_ref import TorchRunner
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large")
@@ -86,7 +88,7 @@ def print_table(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> No
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="make bench — medians of interleaved runs (fp32)")
+    table = Table(title="make bench — medians of interleaved runs")
     for column in ("model", "runtime", "threads", "batch", "median ms", "p90 ms", "img/s"):
         table.add_column(column)
     for r in sorted(rows, key=lambda r: (r["threads"], r["model"], r["batch"], r["runtime"])):
@@ -133,6 +135,28 @@ def compression_cases(artifacts_dir: Path, threads: int) -> tuple[dict, dict[str
     return cases, facts
 
 
+def android_section(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """TFLite fp32/int8 against ONNX Runtime fp32 in one interleaved session (pipeline.
+    bench_android); appends its rows, returns its facts and gated ratios."""
+    from pipeline.bench_android import android_cases, android_figures
+
+    cases, facts = android_cases(args.artifacts_dir, TRAINED, threads=1)
+    session = benchmark_interleaved(cases, warmup=args.warmup, runs=max(args.runs, 200),
+                                    rounds=args.rounds)
+    new_rows = []
+    for row in rows_of(session, threads=1):
+        name = f"{row['model']}|{row['runtime']}|{row['batch']}"
+        new_rows.append({**row, **facts[name]})
+    rows += new_rows
+    figures = android_figures(new_rows, describe_machine())
+    for group, ratios_of_group in figures.items():
+        for name, figure in ratios_of_group.items():
+            print(f"android {group}: {name} = {figure['value']} (limit {figure['limit']}): "
+                  f"{figure['verdict']}")
+    return {"figures": figures, "other_cores_busy": round(session.other_cores_busy, 3),
+            "wall_s": round(session.wall_s, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/bench.json"))
@@ -145,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compression", action=argparse.BooleanOptionalAction, default=True,
                         help="also time int8 and 30 %% pruning of the trained built-in model")
+    parser.add_argument("--android", action=argparse.BooleanOptionalAction,
+                        default=TfliteTarget().unavailable_reason() is None,
+                        help="also time TFLite on LiteRT against ONNX Runtime (needs the "
+                             "TFLite converters)")
     args = parser.parse_args(argv)
     models = {m: onnx_for(m, args.artifacts_dir) for m in args.models.split(",")}
     batches = tuple(int(b) for b in args.batches.split(","))
@@ -173,12 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         compression = {"facts": facts,
                        "int8_over_fp32": round(medians["int8"] / medians["fp32"], 3),
                        "fp32_over_pruned30": round(medians["fp32"] / medians["pruned30-fp32"], 3)}
-        print(f"ORT int8 / fp32 = {compression['int8_over_fp32']}, "
-              f"pruning speed-up = {compression['fp32_over_pruned30']}x")
+        compression["figures"] = {name: figure(name, compression[name], describe_machine())
+                                  for name in ("int8_over_fp32", "fp32_over_pruned30")}
+        for name, gated in compression["figures"].items():
+            print(f"ORT {name} = {gated['value']} (limit {gated['limit']}): {gated['verdict']}")
+    android = android_section(args, rows) if args.android else {}
     summary = ratios(rows)
     atomic_write_bytes(args.out, json.dumps(rows, indent=1).encode())
     details = {"machine": describe_machine(), "sessions": sessions, "ratios": summary,
-               "compression": compression}
+               "compression": compression, "android": android}
     atomic_write_bytes(args.out.with_name("bench_details.json"),
                        json.dumps(details, indent=1).encode())
     print_table(rows, summary)

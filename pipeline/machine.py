@@ -48,6 +48,24 @@ def cpu_model() -> str:
     return found or platform.processor() or platform.machine() or "unknown"
 
 
+#: CPU flags that decide how fast int8 runs: x86 dot-product / matrix extensions (VNNI, AMX)
+#: and their AVX2/AVX-512 base; ARM dot product (``asimddp``) and int8 matrix multiply (``i8mm``).
+INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+              "asimddp", "i8mm")
+#: Of those, the ones with an int8 dot-product instruction (4 int8 products summed per lane).
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_int8_features(text: str | None = None) -> dict[str, Any]:
+    """The :data:`INT8_FLAGS` this CPU has (from /proc/cpuinfo, or ``text``) and whether one of
+    them is an int8 dot product. Without one (e.g. AVX2 alone), int8 convolutions multiply at
+    roughly the rate of fp32 FMA, so int8 gains little latency over fp32 on CPU runtimes."""
+    text = _read("/proc/cpuinfo") if text is None else text
+    flags = set((_cpuinfo_field(text, ("flags", "Features")) or "").split())
+    present = [flag for flag in INT8_FLAGS if flag in flags]
+    return {"flags": present, "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT)}
+
+
 def total_memory_gib() -> float | None:
     """Physical memory in GiB (psutil when present, else /proc/meminfo)."""
     try:
@@ -92,6 +110,7 @@ def _describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "cpu_model": cpu_model(),
+        "cpu_int8": cpu_int8_features(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "memory_gib": total_memory_gib(),
