@@ -89,6 +89,15 @@ def weighted_layers(model: bytes) -> list[dict[str, Any]]:
     return layers
 
 
+def float_compute_ops(model: bytes) -> list[dict[str, str]]:
+    """Ops of an int8 model that compute in float (first input float32; QUANTIZE and DEQUANTIZE
+    excluded): the layers kept in float, plus any op the quantizer had no int8 kernel for."""
+    ops, tensors = _ops(model)
+    return [{"op": op["op_name"], "tensor": tensors[op["outputs"][0]]["name"]} for op in ops
+            if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and op["inputs"].size
+            and op["inputs"][0] >= 0 and tensors[op["inputs"][0]]["dtype"] == np.float32]
+
+
 def op_outputs(model: bytes) -> list[str]:
     """Every op's first output tensor name (the names ``denylisted_nodes`` can hold)."""
     ops, tensors = _ops(model)

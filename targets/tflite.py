@@ -23,6 +23,7 @@ from pipeline.errors import StageError, UserInputError
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.tflite_convert import (CONV_OPS, ERROR_MARK, LAYOUTS, graph_problems,
                                      io_details, op_counts)
+from pipeline.tflite_quantize import float_compute_ops
 from targets.base import Runner, Target, register
 
 
@@ -223,11 +224,20 @@ class TfliteConvertStage(Stage):
                 warnings.append(warning)
                 if mixed.get("cost"):   # the published file changed: describe that one
                     facts = {**facts, "ops": op_counts(path), **io_details(path)}
+            floats = float_compute_ops(path.read_bytes())
+            kept = set((mixed or {}).get("float_layers") or []) if (mixed or {}).get("cost") \
+                else set()
+            unexpected = sorted({op["op"] for op in floats if op["tensor"] not in kept})
+            if unexpected:
+                warnings.append(f"{sum(op['tensor'] not in kept for op in floats)} op(s) compute "
+                                f"in float in the int8 model ({', '.join(unexpected)}): the TFLite "
+                                "quantizer has no int8 kernel for them")
             if warnings:
                 record["warnings"] = warnings
         info = self._info(facts)
         if self.precision == "int8":
             info["calibration"] = self._calibration
+            info["float_compute_ops"] = floats
             if mixed is not None:
                 info["mixed_precision"] = mixed
         if self.precision == "fp32" and record["parity"]["verdict"] == "fail":

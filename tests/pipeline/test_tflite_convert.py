@@ -147,6 +147,7 @@ def test_int8_with_nchw_input_and_int8_io(android_run, trained_tiny, tmp_path: P
     assert info["sidecar"]["outputs"][0]["dtype"] == "int8" and info["int8_io"] is True
     assert info["transposes"] <= 1 < info["convolutions"]    # one Transpose at the input at most
     assert "QUANTIZE" not in info["ops"] and "DEQUANTIZE" not in info["ops"]
+    assert info["float_compute_ops"] == []                   # all-int8: nothing computes in float
 
 
 def _float_weighted_layers(path: str | Path) -> set[str]:
@@ -185,6 +186,9 @@ def test_int8_that_fails_its_gates_keeps_its_most_sensitive_layers_in_float(
     path = config.artifacts_dir / "android" / "mobilenet_v2_0.35_64_10cls" / "model_int8.tflite"
     assert sha256_file(path) == int8["artifact"]["sha256"]
     assert _float_weighted_layers(path) == set(mixed["float_layers"])
+    floats = int8["info"]["float_compute_ops"]
+    assert {op["tensor"] for op in floats} == set(mixed["float_layers"]) and len(floats) == k
+    assert not any("no int8 kernel" in w for w in int8["warnings"])
     assert int8["info"]["ops"]["QUANTIZE"] >= 2                # float islands in an int8 graph
     cost = mixed["cost"]
     assert cost["float_layers"] == k and cost["of_layers"] == 53
