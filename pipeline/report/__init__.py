@@ -1,1 +1,1 @@
-"""Run reports: report.json (the contract), report.md, and the console table."""
+"""Run reports: report.json (the contract), report.md, report.html (with plots), and the console table."""

@@ -27,25 +27,39 @@ HEADER = ["node", "runtime", "parity", "max rel err", "centred cosine", "top-1 a
           "median ms", "p90 ms", "status"]
 
 
-def notes_section(nodes: list[dict[str, Any]]) -> list[str]:
-    """Warnings, and the layers an int8 node kept in float (mixed precision) with their cost."""
-    lines: list[str] = []
+def node_notes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per node with something to say: its warnings, and the layers an int8 node kept in float
+    (mixed precision) with their cost. ``[{"name", "items": [text, ...]}]``."""
+    notes = []
     for node in nodes:
         mixed = (node.get("info") or {}).get("mixed_precision")
-        items = [f"  - warning: {w}" for w in node.get("warnings") or []]
+        items = [f"warning: {w}" for w in node.get("warnings") or []]
         if mixed and mixed.get("cost"):
             cost = mixed["cost"]
             labels = [(mixed.get("layers") or {}).get(name, {}).get("label", name)
                       for name in mixed["float_layers"]]
-            items.append(f"  - mixed precision: {cost['float_layers']} of {cost['of_layers']} "
+            items.append(f"mixed precision: {cost['float_layers']} of {cost['of_layers']} "
                          f"layers in float ({', '.join(labels)}): "
                          f"{100 * cost['params_share']:.2f} % of parameters, "
                          f"{100 * cost['macs_share']:.1f} % of MACs, median "
                          f"{fmt(cost.get('median_ms'), '.2f')} ms vs "
                          f"{fmt(cost.get('int8_median_ms'), '.2f')} ms all-int8")
         if items:
-            lines += [f"- **{node['name']}**", *items]
+            notes.append({"name": node["name"], "items": items})
+    return notes
+
+
+def notes_section(nodes: list[dict[str, Any]]) -> list[str]:
+    """report.md's section of :func:`node_notes`."""
+    lines: list[str] = []
+    for note in node_notes(nodes):
+        lines += [f"- **{note['name']}**", *(f"  - {item}" for item in note["items"])]
     return ["", "## Warnings and mixed precision", "", *lines] if lines else []
+
+
+def problem_nodes(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Nodes whose checks did not pass or could not run."""
+    return [n for n in report["nodes"] if n["parity"]["verdict"] != "pass"]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -61,7 +75,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "", "## Nodes", "",
               "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(node_row(n)) + " |" for n in report["nodes"]]
-    problems = [n for n in report["nodes"] if n["parity"]["verdict"] != "pass"]
+    problems = problem_nodes(report)
     if problems:
         lines += ["", "## Checks that did not pass or could not run", ""]
         for node in problems:
