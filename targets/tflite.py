@@ -149,7 +149,7 @@ class TfliteConvertStage(Stage):
     """``tflite:<precision>``: the trunk's ONNX to one .tflite, checked and timed on LiteRT."""
 
     stage = "convert_tflite"
-    version = 3
+    version = 4
     tools = ("onnx2tf", "tensorflow", "tf_keras", "ai-edge-litert", "onnx", "onnxsim",
              "onnxruntime", "numpy")
     target = "tflite"
