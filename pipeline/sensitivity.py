@@ -69,10 +69,12 @@ class Probe:
         if reference.evaluation is not None:
             batch.append(reference.evaluation.inputs)
             expected.append(reference.evaluation.logits)
-        inputs = np.concatenate(batch)
-        n = len(inputs)
-        return cls(ParityInputs([f"probe:{i}" for i in range(n)], ["probe"] * n, inputs),
-                   np.concatenate(expected))
+        return cls.of_arrays(np.concatenate(batch), np.concatenate(expected))
+
+    @classmethod
+    def of_arrays(cls, batch: np.ndarray, expected: np.ndarray) -> "Probe":
+        n = len(batch)
+        return cls(ParityInputs([f"probe:{i}" for i in range(n)], ["probe"] * n, batch), expected)
 
     def save(self, path: Path) -> Path:
         """Write the probe to ``path`` (.npz) for a converter's child process."""
@@ -83,9 +85,7 @@ class Probe:
     @classmethod
     def load(cls, path: Path) -> "Probe":
         with np.load(path) as data:
-            batch, expected = data["batch"], data["expected"]
-        n = len(batch)
-        return cls(ParityInputs([f"probe:{i}" for i in range(n)], ["probe"] * n, batch), expected)
+            return cls.of_arrays(data["batch"], data["expected"])
 
     def error(self, model: Path, threads: int = 1) -> float:
         """Mean over the probe inputs of 1 − centred cosine to the reference (0 = identical),

@@ -480,17 +480,10 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
     _rename_io(out_path, inputs, outputs)
     details = io_details(out_path)
     quant = None
-    layers = None
-    if calibrated is not None:
-        from pipeline.tflite_quantize import weighted_layers
-
+    if calibrated is not None and calibrated_path:
         # the ONNX I/O names in the calibrated model too, so every re-quantized model has them
-        kept = work / "calibrated.tflite"
-        kept.write_bytes(calibrated)
-        _rename_io(kept, inputs, outputs)
-        layers = weighted_layers(kept.read_bytes())
-        if calibrated_path:
-            shutil.copyfile(kept, calibrated_path)
+        Path(calibrated_path).write_bytes(calibrated)
+        _rename_io(Path(calibrated_path), inputs, outputs)
     if precision == "int8":
         weights = "per-channel" if per_channel else "per-tensor"
         quant = {"scheme": f"full integer int8, {weights} weights, per-tensor activations "
@@ -500,7 +493,7 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
     return {"precision": precision, "layout": layout,
             "int8_io": bool(int8_io and precision == "int8"),
             "ops": op_counts(out_path), **details, "versions": _versions(),
-            "quantization": quant, "bytes": out_path.stat().st_size, "weighted_layers": layers,
+            "quantization": quant, "bytes": out_path.stat().st_size,
             "onnx_inputs": [[n, s] for n, s in inputs],
             "onnx_outputs": [[n, s] for n, s in outputs], "offline": facts}
 

@@ -118,8 +118,8 @@ def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: s
     ``mixed_<k>.tflite`` (k = 1 … cap, the top k layers in float) to ``out_dir``.
 
     ``probe_path``: a saved :class:`pipeline.sensitivity.Probe` (inputs and reference outputs).
-    Returns the all-int8 error, the ranking (tensor -> error, most sensitive first), each
-    layer's facts and the candidate paths by k."""
+    Returns the ranking (tensor -> error, most sensitive first), each layer's facts and the
+    candidate paths by k."""
     from pipeline.sensitivity import Probe
 
     start = time.perf_counter()
@@ -130,8 +130,6 @@ def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: s
     scratch = out / "one_layer.tflite"
     layers = weighted_layers(calibrated)
     every_op = op_outputs(calibrated)
-    all_int8 = quantize_calibrated(calibrated, per_channel=per_channel, int8_io=int8_io)
-    int8_error = _probe_error(all_int8, scratch, probe, threads, layout)
     errors = {}
     for layer in layers:  # that layer alone quantized: every other op's output denylisted
         others = [name for name in every_op if name != layer["tensor"]]
@@ -145,6 +143,6 @@ def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: s
         path.write_bytes(quantize_calibrated(calibrated, per_channel=per_channel,
                                              int8_io=int8_io, float_layers=order[:k]))
         candidates[str(k)] = str(path)
-    return {"int8_error": int8_error, "sensitivity": {name: errors[name] for name in order},
+    return {"sensitivity": {name: errors[name] for name in order},
             "layers": layers, "candidates": candidates,
             "seconds": round(time.perf_counter() - start, 1)}

@@ -196,9 +196,8 @@ class TfliteConvertStage(Stage):
 
         c = self.ctx.config
         runner = LiteRTRunner(path, c.threads, self.layout)
-        drop = self._accuracy_drop()
         record = check_node(runner, reference, self.ctx.tolerance(self.precision), c.bench,
-                            *([drop] if drop is not None else []))
+                            self._accuracy_drop())
         record["latency"]["delegate"] = "xnnpack" if runner.xnnpack else "none"
         return record
 
@@ -225,8 +224,7 @@ class TfliteConvertStage(Stage):
                 if mixed.get("cost"):   # the published file changed: describe that one
                     facts = {**facts, "ops": op_counts(path), **io_details(path)}
             floats = float_compute_ops(path.read_bytes())
-            kept = set((mixed or {}).get("float_layers") or []) if (mixed or {}).get("cost") \
-                else set()
+            kept = set((mixed or {}).get("float_layers") or [])   # [] when the search failed
             unexpected = sorted({op["op"] for op in floats if op["tensor"] not in kept})
             if unexpected:
                 warnings.append(f"{sum(op['tensor'] not in kept for op in floats)} op(s) compute "
@@ -259,9 +257,11 @@ class TfliteConvertStage(Stage):
 
         c, quant_cap = self.ctx.config, int(self._quant("max_float_layers", 8))
         start, int8_bytes = time.perf_counter(), path.stat().st_size
+        probe = Probe.of(reference)
+        int8_error = probe.error_of(LiteRTRunner(path, c.threads, self.layout))
         result = self._isolated("pipeline.tflite_quantize:mixed_precision_candidates", {
             "calibrated_path": str(workdir / "calibrated.tflite"),
-            "probe_path": str(Probe.of(reference).save(workdir / "probe.npz")),
+            "probe_path": str(probe.save(workdir / "probe.npz")),
             "out_dir": str(workdir / "mixed"), "layout": self.layout,
             "per_channel": bool(self._quant("per_channel", True)), "int8_io": self.int8_io,
             "max_float_layers": quant_cap, "threads": c.threads})
@@ -275,7 +275,7 @@ class TfliteConvertStage(Stage):
             return check_gates(LiteRTRunner(candidate, c.threads, self.layout), reference,
                                self.ctx.tolerance("int8"), self._accuracy_drop())
 
-        found = search_float_layers(Ranking(result["int8_error"], result["sensitivity"]), make,
+        found = search_float_layers(Ranking(int8_error, result["sensitivity"]), make,
                                     gate, max_float_layers=quant_cap)
         costs = {name: (layer["params"], layer["macs"]) for name, layer in layers.items()}
         record, summary, warning = conclude(
