@@ -38,8 +38,9 @@ def converted(config: PipelineConfig) -> tuple[dict[str, dict[str, Any]], str]:
     nodes = {n["name"]: n for n in outcome.report["nodes"]}
     for name, node in nodes.items():
         if node["status"] == "failed" or (name.startswith("tflite:") and not node["artifact"]):
+            reason = (node.get("error") or node["parity"].get("reason") or "").splitlines()
             raise SystemExit(f"bench: {name} of {outcome.report['model']['label']} did not "
-                             f"convert: {(node.get('error') or '').splitlines()[:1]}")
+                             f"convert: {reason[0] if reason else node['status']}")
     return nodes, outcome.report["model"]["label"]
 
 

@@ -20,13 +20,13 @@ def _colour(node: dict[str, Any]) -> str:
     return VERDICT_COLOURS.get((node.get("parity") or {}).get("verdict"), OTHER_COLOUR)
 
 
-def _figure(rows: int, width: float = 7.5, height: float | None = None) -> Any:
+def _figure(rows: int, width: float = 7.5) -> Any:
     from matplotlib import rcParams
     from matplotlib.figure import Figure
 
     rcParams["svg.hashsalt"] = "mobile-export"
     rcParams["svg.fonttype"] = "none"      # text stays text: smaller, searchable
-    return Figure(figsize=(width, height or max(1.6, 0.32 * rows + 1.0)), layout="constrained")
+    return Figure(figsize=(width, max(1.6, 0.32 * rows + 1.0)), layout="constrained")
 
 
 def _log_x(axes: Any) -> None:
