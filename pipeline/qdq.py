@@ -112,12 +112,61 @@ def qdq_model(calibrated: Calibrated, per_channel: bool, activations: str = "uin
                                            "WeightSymmetric": True,
                                            # TensorRT's DequantizeLinear takes no int32: in
                                            # its (int8) encoding biases stay float
-                                           "QuantizeBias": not symmetric})
+                                           "QuantizeBias": not symmetric,
+                                           # a float layer reads the tensor in front of its
+                                           # input's Q (keep_float_layers_float): that tensor
+                                           # must still be the activation's output
+                                           "QDQKeepRemovableActivations":
+                                               bool(exclude or only)})
     quantizer.quantize_model()
+    keep_float_layers_float(quantizer.model.model)
     quantizer.model.topological_sort()
     out = strip_metadata(quantizer.model.model)
     onnx.checker.check_model(out)
     return out
+
+
+def keep_float_layers_float(model: onnx.ModelProto) -> list[str]:
+    """Feed every weighted node whose weight stayed float the float tensor in front of its
+    input's QuantizeLinear → DequantizeLinear pair; return those nodes' names.
+
+    ONNX Runtime (≥ 1.20) runs a basic-level graph transformer, ``WeightBiasQuantization``, at
+    session creation: a Conv/Gemm whose input comes from a per-tensor DequantizeLinear and whose
+    weight is a float initializer gets that weight quantized to *per-tensor* int8 (and its bias
+    to int32). A layer "kept in float" between quantized neighbours would silently run in int8,
+    with a coarser scheme than the quantizer's. With its input taken before the Q → DQ pair the
+    layer computes in float, as the mixed-precision record says; Q/DQ nodes left without a
+    consumer are removed."""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    constants = {init.name for init in graph.initializer}
+    rewired = []
+    for node in graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 \
+                or node.input[1] not in constants:
+            continue
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
+            else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
+            rewired.append(node.name)
+    _drop_unused_qdq(graph)
+    return rewired
+
+
+def _drop_unused_qdq(graph: onnx.GraphProto) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads (repeated: a Q may feed only a dead DQ)."""
+    while True:
+        used = {name for node in graph.node for name in node.input}
+        used |= {out.name for out in graph.output}
+        dead = [node for node in graph.node
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(out in used for out in node.output)]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
 
 
 def quantize_calibrated(calibrated: Calibrated, dst: Path, per_channel: bool,

@@ -18,7 +18,9 @@ Quantizing one layer alone is chosen over "all but one layer" because:
   most sensitive layers.
 
 A layer "kept in float" is ONNX Runtime's ``nodes_to_exclude``: its weights and bias stay
-float; the activations around it stay quantized wherever a quantized neighbour shares them.
+float, and so does its input (it reads the tensor in front of the Q/DQ pair a quantized
+neighbour shares; see ``pipeline.qdq.keep_float_layers_float`` for why ONNX Runtime would
+otherwise quantize it anyway); its output is quantized where a quantized neighbour reads it.
 
 The search keeps the top k layers in float for k = 1, 2, 4, … up to the cap, then bisects
 between the largest failing and the smallest passing k (it assumes more float layers never

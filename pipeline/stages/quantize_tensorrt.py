@@ -20,7 +20,8 @@ class TensorrtQdqStage(QuantizeOnnxStage):
     """``tensorrt:qdq``: see the module doc."""
 
     stage = "quantize_tensorrt"
-    version = 2
+    #: 3: float layers of a mixed model read float inputs (pipeline.qdq.keep_float_layers_float)
+    version = 3
     outputs = ("onnx_int8_trt",)
     target = "tensorrt"
     activations = "int8"
