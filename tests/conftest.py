@@ -92,6 +92,118 @@ def trained_tiny_export(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
             "reference": cache.object_path(load["outputs"]["reference"]["digest"])}
 
 
+#: Blocks of the tiny MobileNetV2 whose projection conv is made hostile to int8 by
+#: :func:`plant_int8_outliers`. None of them feeds a residual add, so any one of them quantized
+#: destroys the output: all-int8 fails, and so does every model that keeps fewer than all three
+#: in float, on every CPU.
+PLANTED_BLOCKS = (1, 7, 17)
+#: A weighted layer is planted when its largest |weight| is this many times its median |weight|
+#: (planted: >= 1000 x; trained layers: well under 100 x).
+PLANTED_RATIO = 300.0
+
+
+def plant_int8_outliers(state: dict, blocks=PLANTED_BLOCKS) -> dict:
+    """A copy of a MobileNetV2 state_dict in which each block's depthwise output channel 0 is
+    exactly zero (its BatchNorm scale and shift set to 0) and the projection conv reads that
+    channel with a weight 1000x the largest of its output channel. In float the outlier
+    multiplies an exact zero, so the function is unchanged by it; per-channel int8 gives every
+    output channel of the projection a step so coarse that all its other weights round to 0.
+    Keeping that layer in float removes the damage entirely."""
+    planted = {key: value.clone() for key, value in state.items()}
+    for block in blocks:
+        prefix = f"features.{block}.conv"
+        expand = f"{prefix}.3.weight" in planted       # t > 1: pw, dw, projection, BN
+        depthwise_bn, projection = ((f"{prefix}.1.1", f"{prefix}.2") if expand
+                                    else (f"{prefix}.0.1", f"{prefix}.1"))
+        planted[f"{depthwise_bn}.weight"][0] = 0.0
+        planted[f"{depthwise_bn}.bias"][0] = 0.0
+        weight = planted[f"{projection}.weight"]
+        weight[:, 0] = 1000 * weight.abs().amax(dim=(1, 2, 3)).view(-1, 1, 1)
+    return planted
+
+
+def planted_layers(model) -> list[int]:
+    """Indices (in graph order, among the weighted layers) of an ONNX model's planted layers."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from pipeline.qdq import weighted_nodes
+
+    weights = {init.name: init for init in model.graph.initializer}
+    found = []
+    for index, node in enumerate(weighted_nodes(model)):
+        values = np.abs(numpy_helper.to_array(weights[node.input[1]]))
+        if values.max() >= PLANTED_RATIO * max(float(np.median(values)), 1e-12):
+            found.append(index)
+    return found
+
+
+@pytest.fixture(scope="session")
+def planted_tiny(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
+    """The trained tiny model with :data:`PLANTED_BLOCKS` made hostile to int8, exported by the
+    trunk, calibrated once, and an int8 gate constructed from what this CPU measures.
+
+    The gate is the default int8 gate, loosened only as far as the model with exactly the
+    planted layers in float needs (its ONNX Runtime metrics minus a margin): that model passes,
+    and every model with a planted layer quantized fails by a wide margin — whatever weights
+    training produced on this CPU. Tests of the mixed-precision search build on this."""
+    import onnx
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.cache import Cache
+    from pipeline.calibration import calibration_set
+    from pipeline.config import PipelineConfig
+    from pipeline.context import RunContext
+    from pipeline.parity import tolerance_for
+    from pipeline.qdq import calibrate, quantize_calibrated
+    from pipeline.reference import Reference
+    from pipeline.run import execute
+    from pipeline.verify import check_gates
+    from targets.onnxruntime import OrtRunner
+
+    root = tmp_path_factory.mktemp("planted")
+    weights = root / "planted.safetensors"
+    save_file(plant_int8_outliers(load_file(str(trained_tiny["weights"]))), str(weights))
+    settings = {**TINY, "artifacts_dir": root / "artifacts", "out": root / "report",
+                "dataset": "digits", "weights": weights}
+    config = PipelineConfig.model_validate(settings)
+    outcome = execute(config)
+    assert outcome.exit_code == 0, "the planted model's fp32 chain must pass"
+    onnx_path = Path(next(n for n in outcome.report["nodes"]
+                          if n["name"] == "export_onnx")["artifact"]["path"])
+    reference = Reference.load(Cache(config.cache_dir).object_path(
+        outcome.report["run"]["reference"]["sha256"]))
+    workdir = root / "int8"
+    workdir.mkdir()
+    calibrated = calibrate(onnx_path, calibration_set(RunContext(config)).batch, "minmax",
+                           workdir)
+    indices = planted_layers(calibrated.model)
+    assert len(indices) == len(PLANTED_BLOCKS), indices
+    names = [calibrated.weighted_nodes()[i] for i in indices]
+
+    def measure(exclude: list[str], ctx: RunContext) -> dict:
+        path = workdir / f"excluding_{len(exclude)}.onnx"
+        quantize_calibrated(calibrated, path, per_channel=True, exclude=exclude)
+        return check_gates(OrtRunner(path), reference, ctx.tolerance("int8"),
+                           ctx.accuracy_drop("int8"))
+
+    healed = measure(names, RunContext(config))
+    parity, delta = healed["parity"], healed["accuracy"]["delta"]
+    tolerance = {"min_cosine": min(0.99, parity["cosine"] - 0.05),
+                 "min_top1": min(0.95, parity["top1_agreement"] - 0.1)}
+    max_drop = max(0.01, round(-delta + 0.05, 4))
+    gated = PipelineConfig.model_validate({
+        **settings, "tolerances": {"int8": tolerance},
+        "accuracy_gates": {**config.accuracy_gates, "int8": max_drop}})
+    broken = measure(names[:-1], RunContext(gated))
+    assert broken["parity"]["verdict"] == "fail" and \
+        broken["parity"]["cosine"] < tolerance["min_cosine"] - 0.2, \
+        f"a planted layer left in int8 no longer breaks the model: {broken['parity']}"
+    return {"weights": weights, "config": gated, "onnx": onnx_path, "reference": reference,
+            "calibrated": calibrated, "layers": names, "indices": indices,
+            "tolerance": tolerance, "max_drop": max_drop, "healed": healed}
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors: one intra-op thread is faster than two, and immune to a busy second core.

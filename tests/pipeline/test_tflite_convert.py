@@ -163,25 +163,43 @@ def _float_weighted_layers(path: str | Path) -> set[str]:
             if op["op_name"] in WEIGHTED_OPS and tensors[op["inputs"][1]]["dtype"] == np.float32}
 
 
+@pytest.fixture(scope="module")
+def planted_android_run(planted_tiny):
+    """TFLite int8 of the model with three int8-hostile layers (conftest ``planted_tiny``),
+    under that fixture's gate, in its cache: only the TFLite conversion runs."""
+    from pipeline.run import execute
+
+    config = planted_tiny["config"].model_copy(update={
+        "targets": ("tflite",), "precisions": ("int8",),
+        "out": planted_tiny["config"].artifacts_dir.parent / "report_tflite"})
+    return config, execute(config)
+
+
 def test_int8_that_fails_its_gates_keeps_its_most_sensitive_layers_in_float(
-        android_run) -> None:
-    """The tiny model's all-int8 TFLite fails the int8 gates; the fallback ranks its 53 weighted
+        planted_android_run, planted_tiny) -> None:
+    """All-int8 TFLite of the planted model fails its gates; the fallback ranks its 53 weighted
     layers (each quantized alone), re-quantizes from the one calibration, and publishes the
-    model with the fewest float layers that passes, saying which and at what cost."""
-    config, outcome = android_run
+    model with the fewest float layers that passes (the three planted ones, which no model
+    with fewer float layers can do without), saying which and at what cost."""
+    config, outcome = planted_android_run
     int8 = _nodes(outcome)["tflite:int8"]
     mixed = int8["info"]["mixed_precision"]
     assert mixed["attempts"][0]["float_layers"] == 0
-    assert mixed["attempts"][0]["verdict"] == "fail", "all-int8 should fail on the tiny model"
+    assert mixed["attempts"][0]["verdict"] == "fail", "all-int8 of the planted model must fail"
     errors = list(mixed["sensitivity"].values())
     assert len(errors) == 53 and errors == sorted(errors, reverse=True) and errors[0] > 0
     assert mixed["int8_error"] > 0 and set(mixed["layers"]) == set(mixed["sensitivity"])
     k = len(mixed["float_layers"])
     assert int8["parity"]["verdict"] == "pass" and 1 <= k <= config.quant.max_float_layers
     assert mixed["float_layers"] == list(mixed["sensitivity"])[:k]
+    # the three most sensitive are the planted layers: the same positions in the TFLite graph
+    # as in the ONNX one (MobileNetV2's weighted layers run in one order)
+    planted = planted_tiny["indices"]
+    top = [mixed["layers"][name]["index"] for name in list(mixed["sensitivity"])[:len(planted)]]
+    assert sorted(top) == planted and k >= len(planted)
     verdicts = {a["float_layers"]: a["verdict"] for a in mixed["attempts"]}
     assert verdicts[k] == "pass" and all(verdicts[j] == "fail" for j in verdicts if j < k)
-    assert k == 1 or verdicts.get(k - 1) == "fail"           # the bisection pinned k down
+    assert verdicts.get(k - 1) == "fail"                     # the bisection pinned k down
     # the published file computes exactly those layers in float, and only them
     path = config.artifacts_dir / "android" / "mobilenet_v2_0.35_64_10cls" / "model_int8.tflite"
     assert sha256_file(path) == int8["artifact"]["sha256"]

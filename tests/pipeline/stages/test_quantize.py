@@ -6,9 +6,10 @@ import onnx
 from pipeline.run import execute
 
 
-def _int8_run(trained_tiny_export, tmp_path, **overrides):
-    """fp32 + int8 on the trained tiny model, in the fixture's cache: only quantize runs."""
-    config = trained_tiny_export["config"].model_copy(update={
+def _int8_run(exported, tmp_path, **overrides):
+    """fp32 + int8 of a fixture's exported model (``trained_tiny_export``, or ``planted_tiny``:
+    three int8-hostile layers under that fixture's gate), in its cache: only quantize runs."""
+    config = exported["config"].model_copy(update={
         "precisions": ("fp32", "int8"), "out": tmp_path / "report", **overrides})
     outcome = execute(config)
     return outcome, {n["name"]: n for n in outcome.report["nodes"]}
@@ -38,10 +39,10 @@ def test_int8_of_a_trained_model_is_built_and_judged(trained_tiny, trained_tiny_
     assert outcome.exit_code == (0 if gates else 1)
 
 
-def test_failed_int8_falls_back_to_mixed_precision(trained_tiny_export, tmp_path) -> None:
-    """All-int8 of the tiny model loses ~11 pt of accuracy; the fallback keeps its most
-    sensitive layers in float, publishes that model and says so."""
-    outcome, nodes = _int8_run(trained_tiny_export, tmp_path, int8_max_float_layers=8)
+def test_failed_int8_falls_back_to_mixed_precision(planted_tiny, tmp_path) -> None:
+    """All-int8 of the planted model fails its gates; the fallback finds the three planted
+    layers, keeps exactly them in float, publishes that model and says so."""
+    outcome, nodes = _int8_run(planted_tiny, tmp_path, int8_max_float_layers=8)
     int8 = nodes["onnx:int8"]
     mixed = int8["info"]["mixed_precision"]
     attempts = mixed["attempts"]
@@ -49,6 +50,8 @@ def test_failed_int8_falls_back_to_mixed_precision(trained_tiny_export, tmp_path
     assert int8["parity"]["verdict"] == "pass", mixed
     layers = mixed["float_layers"]
     assert 1 <= len(layers) <= 8 and layers == list(mixed["sensitivity"])[:len(layers)]
+    assert sorted(layers) == sorted(planted_tiny["layers"])
+    assert [a["float_layers"] for a in attempts] == [0, 1, 2, 4, 3]
     assert int8["info"]["float_nodes"] == sorted(layers)
     assert any(f"{len(layers)} layer(s) kept in float" in w for w in int8["warnings"])
     cost = mixed["cost"]
@@ -63,8 +66,8 @@ def test_failed_int8_falls_back_to_mixed_precision(trained_tiny_export, tmp_path
     assert outcome.exit_code == 0
 
 
-def test_without_the_fallback_a_failed_int8_node_fails(trained_tiny_export, tmp_path) -> None:
-    outcome, nodes = _int8_run(trained_tiny_export, tmp_path, int8_fallback=False)
+def test_without_the_fallback_a_failed_int8_node_fails(planted_tiny, tmp_path) -> None:
+    outcome, nodes = _int8_run(planted_tiny, tmp_path, int8_fallback=False)
     int8 = nodes["onnx:int8"]
     assert int8["parity"]["verdict"] == "fail" and "mixed_precision" not in int8["info"]
     assert int8["info"]["float_nodes"] == [] and outcome.exit_code == 1
