@@ -1,9 +1,12 @@
 """Run configuration: one pydantic model that the YAML file and the CLI options both fill.
 
-Unknown keys are refused with their names; every CLI option has a key of the same name.
+Unknown keys are refused with their names; every CLI option has a key of the same name. The file
+is hostile until validated: its size, its YAML (see pipeline.yaml_safe) and every piece of it
+quoted in an error message are bounded.
 """
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -13,8 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import UserInputError
 from pipeline.parity import Tolerance
+from pipeline.yaml_safe import YamlLimitError, safe_load, short
 
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Largest config file read; a run configuration is a few kB.
+MAX_CONFIG_BYTES = 1 << 20
+#: Problems listed in one error message; the rest are counted.
+MAX_PROBLEMS = 5
+
+_REPR = reprlib.Repr()  # repr() of input from the user: a few items, a few levels, short strings
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 60
+
+
+def _bounded(value: Any, limit: int = 60) -> str:
+    """repr() of untrusted ``value`` in at most ``limit`` characters, however large it is."""
+    return short(_REPR.repr(value), limit)
 
 
 class _Strict(BaseModel):
@@ -128,7 +146,8 @@ class PipelineConfig(_Strict):
         known = registered_targets()
         unknown = [t for t in value if t not in known]
         if unknown:
-            raise ValueError(f"unknown target(s) {unknown}; available: {sorted(known)}")
+            raise ValueError(f"unknown target(s) {_bounded(unknown, 200)}; "
+                             f"available: {sorted(known)}")
         if not value:
             raise ValueError("at least one target is needed")
         return value
@@ -138,7 +157,8 @@ class PipelineConfig(_Strict):
     def _known_precisions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [p for p in value if p not in PRECISIONS]
         if unknown:
-            raise ValueError(f"unknown precision(s) {unknown}; available: {list(PRECISIONS)}")
+            raise ValueError(f"unknown precision(s) {_bounded(unknown, 200)}; "
+                             f"available: {list(PRECISIONS)}")
         return value
 
     @field_validator("tolerances")
@@ -147,7 +167,8 @@ class PipelineConfig(_Strict):
         known = list(PRECISIONS) + ["prune"]
         unknown = [p for p in value if p not in known]
         if unknown:
-            raise ValueError(f"tolerances for unknown precision(s) {unknown}; use {known}")
+            raise ValueError(f"tolerances for unknown precision(s) {_bounded(unknown, 200)}; "
+                             f"use {known}")
         return value
 
     @field_validator("prune")
@@ -191,22 +212,26 @@ def _section_keys(loc: tuple[Any, ...]) -> list[str]:
 def _format_validation_error(exc: ValidationError, source: str,
                              from_cli: frozenset[str] = frozenset()) -> str:
     problems = []
-    for err in exc.errors():
+    listed: set[str] = set()  # each section's valid keys are listed once
+    errors = exc.errors(include_url=False)
+    for err in errors[:MAX_PROBLEMS]:
         loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
+        where = short(".".join(short(str(p), 40) for p in loc), 120) or "(top level)"
         if loc and len(loc) == 1 and loc[0] in from_cli:
             where = "--" + str(loc[0]).replace("_", "-")
         else:
             where = f"'{where}'"
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key {where} (valid keys here: "
-                            f"{', '.join(_section_keys(loc))})")
+            valid = ", ".join(_section_keys(loc))
+            hint = "" if valid in listed else f" (valid keys here: {valid})"
+            listed.add(valid)
+            problems.append(f"unknown key {where}{hint}")
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
-            problems.append(f"{where}: {err['ctx']['error']}")
+            problems.append(f"{where}: {short(str(err['ctx']['error']), 400)}")
         else:
-            given = repr(err.get("input"))
-            given = given if len(given) <= 60 else given[:57] + "..."
-            problems.append(f"{where}: {err['msg']} (got {given})")
+            problems.append(f"{where}: {short(err['msg'], 200)} (got {_bounded(err.get('input'))})")
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS} more problem(s)")
     return f"invalid configuration in {source}: {'; '.join(problems)}"
 
 
@@ -219,13 +244,22 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
         if not Path(path).is_file():
             raise UserInputError(f"config file {path} does not exist; pass an existing YAML file")
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            with open(path, "rb") as stream:
+                raw = stream.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                cap = (f"{MAX_CONFIG_BYTES >> 20} MiB" if MAX_CONFIG_BYTES % (1 << 20) == 0
+                       else f"{MAX_CONFIG_BYTES} bytes")
+                raise UserInputError(f"config file {path} is larger than the {cap} limit for a "
+                                     "configuration; pass the run's YAML file (a few kB)")
+            loaded = safe_load(raw.decode("utf-8")) or {}
+        except YamlLimitError as exc:
+            raise UserInputError(f"config file {path} {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise UserInputError(f"config file {path} is not valid YAML{where}: {problem}; "
-                                 "fix the syntax there") from None
+            problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [""])[0]
+            raise UserInputError(f"config file {path} is not valid YAML{where}: "
+                                 f"{short(problem, 200)}; fix the syntax there") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UserInputError(f"config file {path} cannot be read as UTF-8 text "
                                  f"({type(exc).__name__}); pass a YAML file") from None

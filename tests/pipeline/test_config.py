@@ -2,12 +2,16 @@
 mistake is one UserInputError line naming the key, the value or the file."""
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import pipeline.config as config_module
 from pipeline.config import PRECISIONS, PipelineConfig, load_config
 from pipeline.errors import EXIT_BAD_INPUT, UserInputError
+from pipeline.yaml_safe import MAX_DEPTH, MAX_NODES
 
 
 def _yaml(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
@@ -214,3 +218,115 @@ def test_a_tensorrt_batch_range_out_of_order_is_refused() -> None:
     with pytest.raises(UserInputError, match="min_batch <= opt_batch <= max_batch"):
         load_config(None, {"tensorrt": {"opt_batch": 16, "max_batch": 8}})
     assert load_config(None, {"tensorrt": {"opt_batch": 8}}).tensorrt.opt_batch == 8
+
+
+# -- hostile files: sizes are capped before anything walks the data ---------------------------
+
+
+def _alias_bomb(key: str, levels: int = 10) -> str:
+    """``key`` holding a billion laughs: level i repeats level i-1 nine times, 9**levels values
+    in all (3.5e9 for 10 levels) from under 500 bytes."""
+    lines = [f"{key}:", "  - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _peak_mib(call: Any) -> float:
+    """Peak of Python's allocations while ``call()`` runs, in MiB."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+@pytest.mark.parametrize("key", ["model", "targets", "tolerances"])
+def test_an_alias_bomb_under_a_known_key_is_refused_in_little_memory(tmp_path: Path,
+                                                                     key: str) -> None:
+    """Regression: validation walked, and the error message repr()'d, the expanded structure:
+    80 MiB and 17-25 s for a 7-level bomb, so gigabytes for this one."""
+    path = _yaml(tmp_path, _alias_bomb(key))
+    messages = []
+    peak = _peak_mib(lambda: messages.append(_error(path)))
+    assert peak < 20, f"refusing the bomb took {peak:.0f} MiB"
+    message = messages[0]
+    assert f"config file {path} holds more than {MAX_NODES:,} YAML values" in message
+    assert "alias" in message and "remove the nested aliases" in message
+    assert len(message) < 400
+
+
+def test_a_long_list_without_aliases_is_refused_by_the_same_limit(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, f"force: [{', '.join(['convert'] * (MAX_NODES + 1))}]\n")
+    message = _error(path)
+    assert f"holds more than {MAX_NODES:,} YAML values" in message
+    assert "alias uses" not in message and "remove the long lists" in message
+
+
+def test_an_oversize_config_file_is_refused_naming_the_cap(tmp_path: Path) -> None:
+    """Only the cap's worth is read: a 256 MiB (sparse) file costs about 1 MiB."""
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as stream:
+        stream.write(b"# a comment\n")
+        stream.truncate(256 << 20)
+    messages = []
+    peak = _peak_mib(lambda: messages.append(_error(path)))
+    assert f"config file {path} is larger than the 1 MiB limit" in messages[0]
+    assert "a few kB" in messages[0]
+    assert peak < 8, f"refusing the file took {peak:.0f} MiB"
+
+
+def test_the_size_cap_is_inclusive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "MAX_CONFIG_BYTES", 64)
+    text = "model: mobilenet_v2\n".ljust(63) + "\n"
+    assert load_config(_yaml(tmp_path, text, "at.yaml"), {}).model == "mobilenet_v2"
+    assert "larger than the 64 bytes limit" in _error(_yaml(tmp_path, text + "\n", "over.yaml"))
+
+
+@pytest.mark.parametrize("text, shown", [
+    (f"model: [{', '.join(f'name{i}' for i in range(9000))}]\n", "(got ['name0', 'name1', "),
+    (f"precisions: [{', '.join(str(i) for i in range(9000))}]\n", "and 8995 more problem(s)"),
+    (f"targets: [{'x' * 200_000}, {'y' * 200_000}]\n", "unknown target(s) ['xxxx"),
+    (f"tolerances: {{{', '.join(f'fp{i}: {{}}' for i in range(3000))}}}\n", "'fp0', 'fp1', "),
+    ("".join(f"? {'k' * 5000}{i}\n: 1\n" for i in range(100)), "and 95 more problem(s)"),
+    (f"bench:\n  ? {'k' * 50_000}\n  : 1\n", "unknown key 'bench.kkkk"),
+])
+def test_a_huge_wrong_value_gives_a_short_message(tmp_path: Path, text: str, shown: str) -> None:
+    """Regression: the whole input was repr()'d before being cut to 60 characters, and every
+    element of a list was a problem of its own in the message."""
+    message = _error(_yaml(tmp_path, text))
+    assert message.startswith("invalid configuration in ")
+    assert shown in message
+    assert len(message) < 2000, f"{len(message)} characters: {message[:300]}..."
+
+
+def test_legitimate_anchors_and_aliases_still_load(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "precisions: &all [fp32, fp16]\n"
+                           "force: *all\n"
+                           "tolerances:\n"
+                           "  fp16: &strict {min_cosine: 0.999, min_top1: 0.99}\n"
+                           "  prune: *strict\n"
+                           "  int8: {<<: *strict, min_top1: 0.9}\n")
+    config = load_config(path, {})
+    assert config.precisions == config.force == ("fp32", "fp16")
+    assert config.tolerances["fp16"] == config.tolerances["prune"]
+    assert config.tolerances["int8"].min_cosine == 0.999
+    assert config.tolerances["int8"].min_top1 == 0.9, "an explicit key wins over the merge"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("model: &a [x, *a]\n", "uses the alias *a inside its own anchor at line 1"),
+    ("model: a\nwidth: 0.5\nmodel: b\n", "the key 'model' twice in one mapping (lines 1 and 3)"),
+    ("bench:\n  runs: 60\n  runs: 70\n", "has the key 'runs' twice"),
+    (f"model: {'[' * 1000}{']' * 1000}\n", f"nests lists or mappings more than {MAX_DEPTH} deep"),
+    ("model: !!python/object/apply:os.system [echo hi]\n", "could not determine a constructor"),
+    (f"model: !!python/name:{'a' * 100_000}\n", "could not determine a constructor"),
+    (f"resolution: {'9' * 5000}\n", "an integer of 5000 characters (at most 4300 digits)"),
+    ("model: 2024-13-45\n", "cannot read the value '2024-13-45' (month must be in 1..12)"),
+    ("model: *nowhere\n", "found undefined alias"),
+])
+def test_hostile_yaml_is_one_short_line(tmp_path: Path, text: str, expected: str) -> None:
+    message = _error(_yaml(tmp_path, text))
+    assert expected in message
+    assert len(message) < 500
