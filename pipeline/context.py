@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from pipeline.artifact import sha256_file
 from pipeline.config import PipelineConfig
 from pipeline.data import list_images
-from pipeline.model_source import ModelSource
+from pipeline.model_source import ModelSource, code_files
 from pipeline.parity import Tolerance, tolerance_for
 
 
@@ -40,7 +39,10 @@ class RunContext:
 
     @cached_property
     def model_identity(self) -> dict[str, Any]:
-        """Everything that defines the reference model; part of every stage's cache key."""
+        """Everything that defines the reference model; part of every stage's cache key.
+
+        Computed when the first stage's key is (after ``preflight`` built the model), so that
+        ``code`` covers every module of the user's folder or package the model loaded."""
         c = self.config
         return {"model": c.model, "width": c.width, "resolution": c.resolution,
                 "num_classes": c.num_classes, "code": _source_code_digest(c.model),
@@ -83,14 +85,15 @@ def _folder_digest(root: Path) -> str:
 
 
 def _source_code_digest(ref: str) -> str | None:
-    """sha256 of the file that defines a user's model, so editing it invalidates the cache."""
-    if ":" not in ref:
+    """Digest of the user's code behind a ``file.py:factory`` or ``package.module:factory``
+    model (None for a zoo model): the relative name and sha256 of the named file and of every
+    loaded module in its folder or package (:func:`pipeline.model_source.code_files`), so that
+    editing a helper the model imports invalidates the cache as editing the file itself does;
+    relative names keep it the same from any checkout location."""
+    files = code_files(ref)
+    if not files:
         return None
-    location = ref.rsplit(":", 1)[0]
-    if location.endswith(".py"):
-        path = Path(location)
-    else:
-        module = sys.modules.get(location)
-        file = getattr(module, "__file__", None)
-        path = Path(file) if file else None
-    return sha256_file(path) if path and path.is_file() else None
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
+    return digest.hexdigest()

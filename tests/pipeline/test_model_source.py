@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.config import PipelineConfig
+from pipeline.context import RunContext
 from pipeline.errors import EXIT_BAD_INPUT, UserInputError
 from pipeline.model_source import ModelSource
 from pipeline.models.registry import ZOO_NAMES
+from pipeline.plan import preflight
 
 USER_MODELS = textwrap.dedent('''
     import torch
@@ -274,10 +277,6 @@ def test_fixed_size_linear_refuses_another_resolution(user_file: Path) -> None:
 
 
 def test_preflight_refuses_resolution_before_any_stage(user_file: Path, tmp_path: Path) -> None:
-    from pipeline.config import PipelineConfig
-    from pipeline.context import RunContext
-    from pipeline.plan import preflight
-
     config = PipelineConfig(model=f"{user_file}:make_flat", resolution=48, num_classes=10,
                             artifacts_dir=tmp_path / "artifacts")
     message = _error(lambda: preflight(RunContext(config)))
@@ -286,10 +285,6 @@ def test_preflight_refuses_resolution_before_any_stage(user_file: Path, tmp_path
 
 
 def test_preflight_reports_weights_that_do_not_match(user_file: Path, tmp_path: Path) -> None:
-    from pipeline.config import PipelineConfig
-    from pipeline.context import RunContext
-    from pipeline.plan import preflight
-
     weights = tmp_path / "five.pt"
     torch.save(_source(f"{user_file}:make", num_classes=5).build().state_dict(), weights)
     config = PipelineConfig(model=f"{user_file}:make", num_classes=10, resolution=32,
@@ -297,3 +292,109 @@ def test_preflight_reports_weights_that_do_not_match(user_file: Path, tmp_path: 
     message = _error(lambda: preflight(RunContext(config)))
     assert f"weights file {weights}" in message
     assert "shape mismatches: fc.weight (5, 8) vs model (10, 8)" in message
+
+
+# -- model code that exits the process ---------------------------------------------------------
+
+EXITING = textwrap.dedent('''
+    import argparse
+    import os
+    import sys
+
+    from torch import nn
+
+    if os.environ.get("MX_EXIT_ON_IMPORT"):
+        sys.exit(0)
+    if os.environ.get("MX_PARSE_ARGS_ON_IMPORT"):
+        argparse.ArgumentParser(prog="train").parse_args(["--epochs"])  # exits 2
+    if os.environ.get("MX_INTERRUPT_ON_IMPORT"):
+        raise KeyboardInterrupt
+
+    class Acts(nn.Module):
+        def __init__(self, act):
+            super().__init__()
+            self.act = act
+
+        def forward(self, x):
+            return self.act()
+
+    def interrupted_in_factory():
+        raise KeyboardInterrupt
+
+    def exits_in_factory():
+        sys.exit(0)
+
+    def exits_without_code():
+        sys.exit()
+
+    def exits_in_forward():
+        return Acts(lambda: sys.exit(3))
+
+    def interrupted_in_forward():
+        return Acts(interrupted_in_factory)
+''')
+
+
+def _line(text: str, snippet: str) -> int:  # 1-based, of the first line holding snippet
+    return next(i for i, line in enumerate(text.splitlines(), 1) if snippet in line)
+
+
+@pytest.fixture()
+def exiting_file(tmp_path: Path) -> Path:
+    path = tmp_path / "exiting.py"
+    path.write_text(EXITING)
+    return path
+
+
+@pytest.mark.parametrize("variable, call, site", [
+    ("MX_EXIT_ON_IMPORT", "sys.exit(0)", "    sys.exit(0)"),
+    ("MX_PARSE_ARGS_ON_IMPORT", "sys.exit(2)", "parse_args(")])  # the line calling argparse
+def test_file_that_exits_while_imported(exiting_file: Path, monkeypatch, variable: str,
+                                        call: str, site: str) -> None:
+    """Regression: sys.exit(0) at import time ended the run with exit code 0 and no report."""
+    monkeypatch.setenv(variable, "1")
+    ref = f"{exiting_file}:exits_in_factory"
+    before = {n for n in sys.modules if n.startswith("_mobile_export_user_")}
+    message = _error(_source(ref).build)
+    assert message.startswith(f"--model {ref}: the model's code called {call} at "
+                              f"{exiting_file}:{_line(EXITING, site)} while importing "
+                              f"{exiting_file}; a model file must not exit the process")
+    assert "__main__" in message, "says how to keep script code from running on import"
+    assert {n for n in sys.modules if n.startswith("_mobile_export_user_")} == before
+
+
+def test_package_module_that_exits_while_imported(user_package: str, tmp_path: Path) -> None:
+    quits = tmp_path / "site" / user_package / "quits.py"
+    quits.write_text("X = 1\nraise SystemExit('no GPU')\n")
+    message = _error(_source(f"{user_package}.quits:make").build)
+    assert f"--model {user_package}.quits:make: the model's code called sys.exit('no GPU') " \
+           f"at {quits}:2 while importing {user_package}.quits" in message
+    assert f"{user_package}.quits" not in sys.modules, "no half-imported module is left"
+
+
+@pytest.mark.parametrize("factory, call, when", [
+    ("exits_in_factory", "sys.exit(0)", "while the factory built the model"),
+    ("exits_without_code", "sys.exit()", "while the factory built the model"),
+    ("exits_in_forward", "sys.exit(3)", "in its forward on a 32x32 input")])
+def test_preflight_refuses_code_that_exits(exiting_file: Path, tmp_path: Path, factory: str,
+                                           call: str, when: str) -> None:
+    """The factory or the forward (check_resolution) exiting: one line, before any stage."""
+    ref = f"{exiting_file}:{factory}"
+    config = PipelineConfig(model=ref, resolution=32, num_classes=10,
+                            artifacts_dir=tmp_path / "artifacts")
+    message = _error(lambda: preflight(RunContext(config)))
+    line = _line(EXITING, f"def {factory}():") + 1
+    assert message.startswith(f"--model {ref}: the model's code called {call} at "
+                              f"{exiting_file}:{line} {when}; a ")
+    assert "not exit the process" in message
+    assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("factory", ["interrupted_in_factory", "interrupted_in_forward", None])
+def test_keyboard_interrupt_is_not_caught(exiting_file: Path, monkeypatch, factory) -> None:
+    """Ctrl-C keeps its meaning (exit code 130), wherever the model's code is interrupted."""
+    if factory is None:  # at import time
+        monkeypatch.setenv("MX_INTERRUPT_ON_IMPORT", "1")
+    source = _source(f"{exiting_file}:{factory or 'exits_in_factory'}")
+    with pytest.raises(KeyboardInterrupt):
+        source.check_resolution(source.build())
