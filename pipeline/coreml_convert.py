@@ -51,11 +51,11 @@ ACTIVATION_MODE = "linear_symmetric"
 def _load_program(program_path: str, image_input: bool, mean, std, resolution: int):
     """The fused program, lowered to the ATen inference dialect (wrapped with per-channel
     normalisation first when the input is an image whose std is not one scalar)."""
-    import io
-
     import torch
 
-    program = torch.export.load(io.BytesIO(Path(program_path).read_bytes()))
+    from pipeline.program import load_program
+
+    program = load_program(Path(program_path))
     wrapped = False
     if image_input and len(set(std)) > 1:
         inner = program.module()

@@ -29,10 +29,37 @@ def export_program(module: nn.Module, resolution: int) -> tuple[ExportedProgram,
         return torch.export.export(module, (example[:1],)), False
 
 
+#: Node metadata that differs between processes or checkouts and says nothing about the program:
+#: ``from_node`` records provenance with ``graph_id = id(graph)`` (an object address),
+#: ``stack_trace`` the absolute paths of the source files.
+VOLATILE_META = ("from_node", "stack_trace")
+
+
 def save_program(program: ExportedProgram, path: Path) -> None:
+    """Save ``program`` with its volatile node metadata dropped: the same program gives the
+    same bytes in any process and from any checkout."""
+    for node in program.graph.nodes:
+        for key in VOLATILE_META:
+            node.meta.pop(key, None)
     torch.export.save(program, str(path))
 
 
-def load_program(path: Path) -> ExportedProgram:
-    """Load a saved program; read as bytes because cache objects have no ``.pt2`` suffix."""
-    return torch.export.load(io.BytesIO(Path(path).read_bytes()))
+def load_program(path: Path, source: str | None = None) -> ExportedProgram:
+    """Load a saved program after :func:`pipeline.pt2_guard.check_pt2` found nothing in it that
+    loading could execute. Read once as bytes (cache objects have no ``.pt2`` suffix, and what
+    is checked is what is loaded); ``source`` names the file in errors."""
+    from pipeline.errors import UserInputError
+    from pipeline.pt2_guard import MAX_PT2_BYTES, check_pt2
+
+    path = Path(path)
+    name = source or str(path)
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_PT2_BYTES + 1)
+    check_pt2(data, name)
+    try:
+        return torch.export.load(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged archive
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserInputError(f"{name} cannot be loaded as a torch.export program "
+                             f"({type(exc).__name__}: {first}); pass a file written by "
+                             "torch.export.save") from None
