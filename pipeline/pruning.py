@@ -29,7 +29,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -37,13 +36,14 @@ from typing import Any, Literal, Mapping
 import torch
 import torch_pruning as tp
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from pipeline.errors import UserInputError
 from pipeline.models.counting import count_macs, count_params
 from pipeline.models.registry import ModelSpec, build
+from pipeline.safetensors_io import write_canonical
 
 __all__ = [
     "PruneConfig",
@@ -471,15 +471,7 @@ def save_pruned(
     }
     if spec is not None:
         metadata["spec"] = json.dumps(asdict(spec), sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_canonical(save(tensors, metadata=metadata), path)
     return path
 
 

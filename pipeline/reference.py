@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from pipeline.data import ParityInputs
+from pipeline.safetensors_io import write_canonical
 
 _INPUTS = "inputs"
 _OUT = "out:"
@@ -49,7 +50,7 @@ class Reference:
                             _EVAL_LABELS: self.evaluation.labels.astype(np.int64),
                             _EVAL_LOGITS: np.ascontiguousarray(self.evaluation.logits)})
             meta["eval_source"] = self.evaluation.source
-        save_file(tensors, str(path), metadata=meta)
+        write_canonical(save(tensors, metadata=meta), path)
 
     @classmethod
     def load(cls, path: Path) -> "Reference":
