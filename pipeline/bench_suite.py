@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.bench import BenchSession, benchmark_interleaved
 from pipeline.bench_gates import figure
-from pipeline.cache import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 from pipeline.config import PipelineConfig
 from pipeline.context import RunContext
 from pipeline.machine import describe_machine

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import graphlib
 import logging
-import tempfile
+import shutil
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -179,7 +179,7 @@ class Graph:
         if forced:
             cache.evict(key)
         else:
-            hit = cache.lookup(key)
+            hit = cache.lookup(key, tuple(stage.outputs))
             if hit is not None:
                 outputs, record = hit
                 seconds = time.perf_counter() - start
@@ -188,6 +188,15 @@ class Graph:
                 return NodeResult(stage, "cached", outputs, record, seconds, key=key)
         try:
             outputs, record = self._execute(stage, inputs, cache)
+        except SystemExit as exc:   # user code (a model's forward) must not end the run silently
+            from pipeline.model_source import describe_exit
+
+            log.debug("stage %s exited:\n%s", stage.name, traceback.format_exc())
+            if progress:
+                progress(stage.name, "failed", time.perf_counter() - start)
+            raise UserInputError(f"stage '{stage.name}': {describe_exit(exc)} ended the stage; "
+                                 "a model (or a library a stage runs in-process) must not exit "
+                                 "the process") from None
         except Exception as exc:  # a failed stage must never poison the cache
             seconds = time.perf_counter() - start
             message = str(exc) if isinstance(exc, MobileExportError) else \
@@ -207,12 +216,14 @@ class Graph:
     @staticmethod
     def _execute(stage: Stage, inputs: dict[str, Artifact],
                  cache: Cache) -> tuple[dict[str, Artifact], dict[str, Any]]:
-        cache.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache.root, prefix=f".work-{stage.name}-") as tmp:
-            produced = stage.run(inputs, Path(tmp))
+        workdir = cache.work_dir(stage.name)
+        try:
+            produced = stage.run(inputs, workdir)
             missing = [o for o in stage.outputs if o not in produced.files]
             if missing:
                 raise RuntimeError(f"stage '{stage.name}' did not produce {missing}")
             outputs = {name: cache.put_file(f.path, f.kind, f.meta)
                        for name, f in produced.files.items()}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         return outputs, produced.record

@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterator
 
 from pipeline.errors import UserInputError
+from pipeline.files import temp_dir
 
 MANIFEST = "Manifest.json"
 DATA = "Data"
@@ -337,7 +338,7 @@ def replace_dir(src: Path, dst: Path) -> None:
     dst = Path(dst)
     old = None
     if dst.exists():
-        old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
+        old = temp_dir(dst.parent, dst.name, "old-")
         os.replace(dst, old / dst.name)
     try:
         os.replace(src, dst)

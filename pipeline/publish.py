@@ -11,10 +11,9 @@ then renamed into place (an existing package is moved aside first and deleted af
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
-from pipeline.cache import atomic_copy
+from pipeline.files import atomic_copy, sweep_temp, temp_dir
 from pipeline.graph import Graph, NodeResult
 from targets.base import Target
 
@@ -27,8 +26,7 @@ def publish_folder(archive: Path, dst: Path) -> None:
     """Extract a package archive to the folder ``dst`` through a temp folder and a rename."""
     from pipeline import mlpackage
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    tmp = temp_dir(dst.parent, dst.name)
     try:
         staged = mlpackage.unpack(archive, tmp / dst.name)
         mlpackage.replace_dir(staged, dst)
@@ -59,6 +57,8 @@ def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root
     by_name = {r.stage.name: r for r in results}
     by_target = {t.name: t for t in targets}
     published: dict[str, Path] = {}
+    for target in targets:   # what a killed earlier run left half-written there
+        sweep_temp(root / target.platform / label)
     for result in results:
         target = by_target.get(result.stage.target)
         if target is None or not result.outputs or not _passed(result):

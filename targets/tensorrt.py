@@ -292,7 +292,7 @@ class TensorrtEngineStage(Stage):  # pragma: no cover - run needs an NVIDIA GPU 
                 **self.ctx.measure_config(self.precision)}
 
     def run(self, inputs: dict, workdir: Path) -> StageOutput:
-        from pipeline.cache import atomic_copy
+        from pipeline.files import atomic_copy
         from pipeline.isolate import run_isolated
         from pipeline.reference import Reference
 
@@ -370,7 +370,7 @@ class TensorrtTarget(Target):
         TensorRT version and GPU they are bound to; for the Q/DQ ONNX, how to build it."""
         import json
 
-        from pipeline.cache import atomic_write_bytes
+        from pipeline.files import atomic_write_bytes
 
         files = {}
         for node in nodes:

@@ -509,7 +509,7 @@ class TfliteTarget(Target):
         return f"model_{precision}{suffix}"
 
     def write_sidecar(self, folder: Path, nodes: list[dict]) -> None:
-        from pipeline.cache import atomic_write_bytes
+        from pipeline.files import atomic_write_bytes
 
         sidecar = build_sidecar(Path(folder), nodes)
         atomic_write_bytes(Path(folder) / SIDECAR,

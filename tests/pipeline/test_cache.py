@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.artifact import sha256_file
-from pipeline.cache import Cache, CorruptEntry, atomic_write_bytes, cache_key, canonical_json
+from pipeline.cache import Cache, CorruptEntry, cache_key, canonical_json
+from pipeline.files import atomic_write_bytes
+
+KEY = "ab" * 32
 
 
 def test_canonical_json_ignores_key_order() -> None:
@@ -50,13 +53,13 @@ def test_lookup_miss_hit_and_corrupt_record(tmp_path: Path) -> None:
     src = tmp_path / "a.bin"
     src.write_bytes(b"payload")
     art = cache.put_file(src, "blob")
-    assert cache.lookup("k") is None
-    cache.store("k", "stage", {"out": art}, {"parity": {"verdict": "pass"}})
-    outputs, record = cache.lookup("k")
+    assert cache.lookup(KEY) is None
+    cache.store(KEY, "stage", {"out": art}, {"parity": {"verdict": "pass"}})
+    outputs, record = cache.lookup(KEY)
     assert outputs["out"].digest == art.digest and record["parity"]["verdict"] == "pass"
-    cache.record_path("k").write_text("{not json")
-    assert cache.lookup("k") is None
-    assert not cache.record_path("k").exists()
+    cache.record_path(KEY).write_text("{not json")
+    assert cache.lookup(KEY) is None
+    assert not cache.record_path(KEY).exists()
 
 
 def test_record_whose_blob_was_corrupted_is_a_miss(tmp_path: Path) -> None:
@@ -64,10 +67,10 @@ def test_record_whose_blob_was_corrupted_is_a_miss(tmp_path: Path) -> None:
     src = tmp_path / "a.bin"
     src.write_bytes(b"payload")
     art = cache.put_file(src, "blob")
-    cache.store("k", "stage", {"out": art}, {})
+    cache.store(KEY, "stage", {"out": art}, {})
     art.path.write_bytes(b"bit rot")
-    assert cache.lookup("k") is None
-    assert not cache.record_path("k").exists()
+    assert cache.lookup(KEY) is None
+    assert not cache.record_path(KEY).exists()
 
 
 def test_atomic_write_leaves_no_temp_on_error(tmp_path: Path) -> None:
@@ -78,3 +81,110 @@ def test_atomic_write_leaves_no_temp_on_error(tmp_path: Path) -> None:
     atomic_write_bytes(target, json.dumps({"a": 1}).encode())
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+# -- hostile records and paths (issue: crafted digests must never name a file to delete) ------
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "outside" / "precious.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me")
+    return victim
+
+
+@pytest.mark.parametrize("digest", ["../../outside/precious.txt", "/etc/passwd",
+                                    "AB" * 32, "ab" * 31, 42])
+def test_a_crafted_digest_in_a_record_is_evicted_and_touches_nothing(tmp_path: Path,
+                                                                     digest) -> None:
+    cache = Cache(tmp_path / "cache")
+    victim = _victim(tmp_path)
+    record = {"stage": "s", "key": KEY, "record": {},
+              "outputs": {"out": {"digest": digest, "kind": "blob", "meta": {}}}}
+    atomic_write_bytes(cache.record_path(KEY), json.dumps(record).encode())
+    assert cache.lookup(KEY, ("out",)) is None
+    assert not cache.record_path(KEY).exists()
+    assert victim.read_text() == "keep me"
+
+
+def test_object_paths_are_checked_before_use(tmp_path: Path) -> None:
+    from pipeline.files import PathOutsideRoot
+
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(PathOutsideRoot, match="not a sha256 digest"):
+        cache.object_path("../" * 3 + "x" * 55)
+    with pytest.raises(PathOutsideRoot, match="not a sha256 digest"):
+        cache.record_path("../../outside/precious")
+
+
+def test_a_link_out_of_the_cache_is_refused_not_followed(tmp_path: Path) -> None:
+    """objects/ab/ replaced by a link to another folder: reading an entry there (whose content
+    would not match, and so be evicted) must not delete the file it leads to."""
+    from pipeline.files import PathOutsideRoot
+
+    cache = Cache(tmp_path / "cache")
+    victim = _victim(tmp_path)
+    digest = "ab" * 32
+    (victim.parent / digest).write_text("not the blob")
+    cache.objects.mkdir(parents=True)
+    (cache.objects / "ab").symlink_to(victim.parent, target_is_directory=True)
+    with pytest.raises(PathOutsideRoot, match="outside"):
+        cache.get(digest, "blob")
+    assert (victim.parent / digest).read_text() == "not the blob"
+    assert cache.sweep_stale() == 0 and victim.exists()
+
+
+@pytest.mark.parametrize("broken", [
+    {"outputs": []},                                              # a list for a dict
+    {"outputs": {"renamed": {"digest": "cd" * 32, "kind": "blob"}}},  # not the stage's output
+    {"record": {"parity": ["pass"]}},                             # parity of the wrong type
+    {"key": "ef" * 32},                                           # another key's record
+])
+def test_a_record_of_the_wrong_shape_is_evicted_and_the_stage_reruns(tmp_path: Path,
+                                                                     broken, caplog) -> None:
+    from pipeline.graph import Graph, OutputFile, Stage, StageOutput
+
+    class Write(Stage):
+        stage, tools, outputs = "write", (), ("out",)
+
+        def config(self) -> dict:
+            return {}
+
+        def run(self, inputs, workdir: Path) -> StageOutput:
+            (workdir / "out.txt").write_text("made")
+            return StageOutput({"out": OutputFile(workdir / "out.txt", "text")},
+                               {"parity": {"verdict": "pass"}})
+
+    cache, graph = Cache(tmp_path / "cache"), Graph([Write()])
+    [first] = graph.run(cache)
+    path = cache.record_path(first.key)
+    entry = json.loads(path.read_text())
+    entry.update(broken)
+    path.write_text(json.dumps(entry))
+    [again] = graph.run(cache)
+    assert again.status == "ran" and again.outputs["out"].path.read_text() == "made"
+    assert "is corrupt" in caplog.text
+    [third] = graph.run(cache)
+    assert third.status == "cached"
+
+
+def test_stale_temp_files_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.files import sweep_temp
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    folder = tmp_path / "published"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"published")
+    (folder / f".model.onnx.{dead_pid}.abc123.tmp").write_bytes(b"half")
+    staged = folder / f".Model.mlpackage.{dead_pid}.xyz.tmp"
+    staged.mkdir()
+    (staged / "half").write_bytes(b"x")
+    mine = folder / f".model.onnx.{os.getpid()}.live.tmp"
+    mine.write_bytes(b"in progress")
+    assert sweep_temp(folder) == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["model.onnx", mine.name])
