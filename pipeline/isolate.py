@@ -25,13 +25,18 @@ TAIL_LINES = 25
 
 
 class IsolatedCallError(StageError):
-    """The isolated call crashed, failed or timed out; ``tail`` holds its last output lines."""
+    """The isolated call crashed, failed or timed out; ``tail`` holds its last output lines.
 
-    def __init__(self, stage: str, model: str, problem: str, tail: list[str]) -> None:
+    ``error`` is the child's own account when the function raised: ``{"type", "message",
+    "user_input"}`` (``user_input``: the exception was a :class:`UserInputError`)."""
+
+    def __init__(self, stage: str, model: str, problem: str, tail: list[str],
+                 error: dict[str, Any] | None = None) -> None:
         shown = "\n    ".join(tail) if tail else "(no output)"
         super().__init__(stage, f"{problem} while converting {model}; last output:\n    {shown}")
         self.problem = problem
         self.tail = tail
+        self.error = error
 
 
 def _tail(path: Path) -> list[str]:
@@ -63,29 +68,37 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, stage: str, model: str,
             name = signal.Signals(-code).name
             raise IsolatedCallError(stage, model, f"the converter process crashed ({name})",
                                     _tail(log))
-        if code != 0 or not result.is_file():
-            raise IsolatedCallError(stage, model, f"the converter exited with code {code}",
-                                    _tail(log))
-        return json.loads(result.read_text())["result"]
+        reply = json.loads(result.read_text()) if result.is_file() else {}
+        if code != 0 or "result" not in reply:
+            error = reply.get("error")
+            problem = (f"{error['type']}: {error['message']}" if error else
+                       f"the converter exited with code {code}")
+            raise IsolatedCallError(stage, model, problem, _tail(log), error)
+        return reply["result"]
 
 
 def _child(request_path: str, result_path: str) -> int:
     import importlib
     import traceback
 
+    from pipeline.errors import UserInputError
+
     request = json.loads(Path(request_path).read_text())
     module_name, function_name = request["target"].split(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
-        value = function(**request["kwargs"])
+        reply: dict[str, Any] = {"result": function(**request["kwargs"])}
+        code = 0
     except Exception as exc:  # reported through the parent's typed error
         traceback.print_exc()
         print(f"{type(exc).__name__}: {exc}", flush=True)
-        return 1
+        reply = {"error": {"type": type(exc).__name__, "message": str(exc)[:2000],
+                           "user_input": isinstance(exc, UserInputError)}}
+        code = 1
     tmp = Path(result_path + ".tmp")
-    tmp.write_text(json.dumps({"result": value}, default=str))
+    tmp.write_text(json.dumps(reply, default=str))
     os.replace(tmp, result_path)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""``mobile-export verify``: re-check one artifact file against a finished run's reference."""
+"""``mobile-export verify``: re-check one artifact file against a finished run's reference.
+
+The artifact is whatever the user hands in, so it is treated as hostile: the report is checked
+for shape, the reference is read from the run's cache without ever deleting anything there, a
+``.pt2`` passes pipeline.pt2_guard and an ``.onnx`` pipeline.onnx_guard before any loader sees
+them, and the runtime itself runs in a child process with a timeout (pipeline.isolate), so a
+file that crashes or hangs a runtime's native code becomes one clear error line too.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,17 +14,22 @@ from typing import Any
 from pipeline.artifact import sha256_file
 from pipeline.cache import Cache, CorruptEntry
 from pipeline.errors import UserInputError
+from pipeline.files import PathOutsideRoot
 from pipeline.parity import Tolerance, compare_outputs, judge, run_outputs, tolerance_for
-from pipeline.program import load_program
 from pipeline.reference import Reference
 from pipeline.report.writer import read_report
-from targets.base import Runner, registered_targets
-from targets.torch_ref import TorchRunner
+from targets.base import Runner, RuntimeLoadError, registered_targets
+
+#: how long the runtime may take to load and run the reference inputs
+VERIFY_TIMEOUT_S = 600
 
 
 def runner_for(path: Path, threads: int) -> Runner:
     """The runner of the registered target that runs this file type (or torch.export for .pt2)."""
     if path.suffix == ".pt2":
+        from pipeline.program import load_program
+        from targets.torch_ref import TorchRunner
+
         return TorchRunner(load_program(path).module(), threads, "torch-export")
     for target_cls in registered_targets().values():
         if path.suffix in target_cls.suffixes:
@@ -42,8 +54,41 @@ def _node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
     return None
 
 
-def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1) -> dict[str, Any]:
+def check_in_child(artifact: str, reference: str, tolerance: dict[str, Any],
+                   threads: int) -> dict[str, Any]:
+    """Run ``artifact`` on the reference inputs and judge it (the child process's half)."""
+    path = Path(artifact)
+    ref = Reference.load(Path(reference))
+    try:
+        with runner_for(path, threads) as runner:
+            outputs = run_outputs(runner, ref.inputs)
+    except UserInputError:
+        raise
+    except RuntimeLoadError as exc:
+        raise UserInputError(f"{path.name}: {exc}; pass an artifact this tool wrote") from None
+    except (ValueError, RuntimeError) as exc:   # runtimes raise these on bad feeds/graphs
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+        raise UserInputError(f"{path.name} does not run on the run's inputs "
+                             f"({type(exc).__name__}: {first}); is it this run's model?") from None
+    result = judge(compare_outputs(ref.outputs, outputs), Tolerance.model_validate(tolerance),
+                   len(ref.inputs))
+    return result.to_json()
+
+
+def _digest(artifact: Path) -> str:
+    if artifact.suffix == ".mlpackage" or artifact.is_dir():
+        from pipeline.mlpackage import artifact_digest
+
+        return artifact_digest(artifact)   # checks the manifest's paths before reading
+    return sha256_file(artifact)
+
+
+def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1,
+                    timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
     """Parity of ``artifact`` against the run's reference, judged at the node's precision."""
+    from pipeline.isolate import IsolatedCallError, run_isolated
+
+    artifact = Path(artifact)
     if not artifact.exists():
         raise UserInputError(f"{artifact} does not exist; pass an artifact file")
     report = read_report(run_dir)
@@ -51,26 +96,31 @@ def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1) -> dict[str
     if not ref_info:
         raise UserInputError(f"{run_dir}/report.json records no reference; rerun the pipeline")
     try:
-        reference_file = Cache(Path(report["run"]["cache_dir"])).get(ref_info["sha256"],
-                                                                    "reference")
-    except CorruptEntry as exc:
-        raise UserInputError(f"the run's reference is gone from the cache ({exc}); "
+        reference_file = Cache(Path(report["run"]["cache_dir"])).get(
+            ref_info["sha256"], "reference", evict=False)
+    except (CorruptEntry, PathOutsideRoot) as exc:
+        raise UserInputError(f"the run's reference is not in its cache ({exc}); "
                              "rerun the pipeline to recreate it") from None
-    reference = Reference.load(reference_file.path)
-    if artifact.suffix == ".mlpackage":
-        from pipeline.mlpackage import artifact_digest
-
-        digest = artifact_digest(artifact)   # checks the manifest's paths before reading
-    else:
-        digest = sha256_file(artifact)
+    digest = _digest(artifact)
     node = _node_for(report, digest)
     precision = node["precision"] if node else "fp32"
-    overrides = {p: Tolerance.model_validate(t)
-                 for p, t in report["run"]["config"].get("tolerances", {}).items()}
-    tolerance = tolerance_for(precision, overrides)
-    with runner_for(artifact, threads) as runner:
-        outputs = run_outputs(runner, reference.inputs)
-    result = judge(compare_outputs(reference.outputs, outputs), tolerance, len(reference.inputs))
+    try:
+        overrides = {p: Tolerance.model_validate(t)
+                     for p, t in report["run"]["config"].get("tolerances", {}).items()}
+        tolerance = tolerance_for(precision, overrides)
+    except ValueError as exc:
+        raise UserInputError(f"{run_dir}/report.json has tolerances of the wrong shape "
+                             f"({str(exc).splitlines()[0][:160]}); rerun the pipeline") from None
+    try:
+        result = run_isolated(f"{__name__}:check_in_child", {
+            "artifact": str(artifact.resolve()), "reference": str(reference_file.path),
+            "tolerance": tolerance.model_dump(), "threads": threads},
+            stage="verify", model=artifact.name, timeout_s=timeout_s)
+    except IsolatedCallError as exc:
+        if exc.error and exc.error.get("user_input"):
+            raise UserInputError(exc.error["message"]) from None
+        raise UserInputError(f"{artifact.name} cannot be checked: {exc.problem} (the runtime "
+                             "failed on this file); pass an artifact this tool wrote") from None
     return {"artifact": str(artifact), "sha256": digest,
             "node": node["name"] if node else None,
-            "matches_run": node is not None, "precision": precision, **result.to_json()}
+            "matches_run": node is not None, "precision": precision, **result}

@@ -11,9 +11,15 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline.errors import MobileExportError
+
 
 class RunnerStateError(RuntimeError):
     """A runner was used outside its ``with`` block."""
+
+
+class RuntimeLoadError(MobileExportError):
+    """The runtime could not load the artifact (damaged, or of a form it does not take)."""
 
 
 class Runner(ABC):
@@ -30,7 +36,15 @@ class Runner(ABC):
     def __enter__(self) -> "Runner":
         if self._active:
             raise RunnerStateError(f"{type(self).__name__} is already active")
-        self.activate_impl()
+        try:
+            self.activate_impl()
+        except (MobileExportError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own types
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            first = lines[0][:240] if lines else ""
+            raise RuntimeLoadError(f"{self.runtime} cannot load the artifact "
+                                   f"({type(exc).__name__}: {first})") from exc
         self._active = True
         return self
 

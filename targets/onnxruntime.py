@@ -21,6 +21,9 @@ class OrtRunner(Runner):
     def activate_impl(self) -> None:
         import onnxruntime as ort
 
+        from pipeline.onnx_guard import check_onnx_file
+
+        check_onnx_file(self.path)      # parses, and any external data stays in its folder
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.cache import atomic_write_bytes
+from pipeline.files import atomic_write_bytes, sweep_temp
 from pipeline.errors import UserInputError
 from pipeline.report.html import render_html
 from pipeline.report.markdown import render_markdown
@@ -17,6 +17,9 @@ REPORT_HTML = "report.html"
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """report.json, report.md and report.html into ``out_dir`` (temp files a killed earlier
+    write left there are swept first)."""
+    sweep_temp(out_dir)
     atomic_write_bytes(out_dir / REPORT_JSON, json.dumps(report, indent=2, default=str).encode())
     atomic_write_bytes(out_dir / REPORT_MD, render_markdown(report).encode())
     try:
@@ -31,10 +34,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
+    """A run's report.json, checked to have the report's shape (pipeline.report.schema)."""
+    from pipeline.report.schema import load_report_file
+
     path = Path(run_dir) / REPORT_JSON
     if not path.is_file():
         raise UserInputError(f"{run_dir} holds no {REPORT_JSON}; pass the --out folder of a run")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserInputError(f"{path} is not valid JSON ({exc}); rerun the pipeline") from None
+    return load_report_file(path)

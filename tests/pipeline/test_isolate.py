@@ -20,6 +20,10 @@ FIXTURES = textwrap.dedent("""
     def fail(text):
         raise ValueError(f"converter says no: {text}")
 
+    def refuse():
+        from pipeline.errors import UserInputError
+        raise UserInputError("that file is not a model; pass another")
+
     def crash():
         print("about to abort", flush=True)
         os.abort()
@@ -49,8 +53,18 @@ def test_exception_names_stage_model_and_output(call) -> None:
     with pytest.raises(IsolatedCallError) as info:
         call("fail", text="Unsupported op: GridSample")
     message = str(info.value)
-    assert "tflite:fp32" in message and "mnv2" in message and "exited with code 1" in message
-    assert "converter says no: Unsupported op: GridSample" in message
+    assert "tflite:fp32" in message and "mnv2" in message
+    assert "ValueError: converter says no: Unsupported op: GridSample" in message
+    # the child's own account comes back as one structured value
+    assert info.value.error == {"type": "ValueError", "user_input": False,
+                                "message": "converter says no: Unsupported op: GridSample"}
+
+
+def test_a_user_input_error_in_the_child_says_so(call) -> None:
+    with pytest.raises(IsolatedCallError) as info:
+        call("refuse")
+    assert info.value.error["user_input"] is True
+    assert info.value.error["message"] == "that file is not a model; pass another"
 
 
 def test_crash_is_reported_with_the_signal(call) -> None:
