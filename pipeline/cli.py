@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.errors import EXIT_OK, MobileExportError
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_OK, MobileExportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PyTorch vision models to verified, benchmarked deployment artifacts.")
@@ -35,6 +35,15 @@ def _guard(debug: bool, body: Callable[[], int]) -> None:
             console.print_exception()
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:   # a full disk or a folder that became unwritable mid-run
+        if debug:
+            console.print_exception()
+        where = f" {exc.filename}" if exc.filename else ""
+        console.print(f"[bold red]error:[/] cannot write{escape(where)}: "
+                      f"{escape(exc.strerror or str(exc))}; free space or pass --out / "
+                      "--artifacts-dir a folder on another disk", highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     raise typer.Exit(code)
 
 
@@ -158,6 +167,10 @@ def run(
             if node["status"] == "failed":
                 console.print(f"[red]{node['name']}[/]: {escape(str(node['error']))}",
                               highlight=False)
+            elif node["parity"]["verdict"] == "fail":   # ran, and its check failed: say why
+                console.print(f"[red]{node['name']} failed its check[/]: "
+                              f"{escape(str(node['parity'].get('reason')))}", highlight=False,
+                              soft_wrap=True)
             elif node["status"] == "unavailable" and (node["target"], node["error"]) not in said:
                 said.add((node["target"], node["error"]))   # one line per target
                 console.print(f"[red]{node['target']} unavailable[/]: "
@@ -204,11 +217,17 @@ def report(run_dir: Path = typer.Argument(..., help="The --out folder of a run."
     """Re-render report.md and the table from a run's report.json."""
 
     def body() -> int:
+        from pipeline.errors import UserInputError
         from pipeline.report.writer import read_report, write_report
 
-        data = read_report(run_dir)
-        write_report(data, run_dir)
-        print_nodes(data)
+        data = read_report(run_dir)       # checked for report.json's shape
+        try:
+            write_report(data, run_dir)
+            print_nodes(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserInputError(f"{run_dir}/report.json cannot be rendered: a field holds "
+                                 f"an unexpected value ({type(exc).__name__}: "
+                                 f"{str(exc)[:120]}); rerun the pipeline") from None
         return int(data.get("exit_code", EXIT_OK))
 
     _guard(debug, body)

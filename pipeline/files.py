@@ -148,21 +148,21 @@ MIN_FREE_BYTES = 200 << 20
 
 
 def check_writable(folder: Path, what: str, option: str) -> None:
-    """Create ``folder`` if needed and prove a file can be written there, before any work;
-    one clear :class:`UserInputError` naming ``option`` otherwise."""
-    folder = Path(folder)
+    """Refuse, before any work and without creating anything, a folder this process could not
+    create or write to, or whose disk is nearly full: one :class:`UserInputError` naming
+    ``option``."""
+    folder = Path(folder).absolute()
     fix = f"pass {option} a folder you can write to"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = temp_file(folder, "write-check")
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError):
-        raise UserInputError(f"the {what} {folder} cannot be created: part of that path is a "
-                             f"file, not a folder; {fix}") from None
-    except OSError as exc:
-        raise UserInputError(f"the {what} {folder} is not writable ({exc.strerror}); "
-                             f"{fix}") from None
-    free = shutil.disk_usage(folder).free
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f"the {what} {folder} cannot be created: {existing} is a file, "
+                             f"not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"the {what} {folder} is not writable ({existing} is read-only "
+                             f"for this user); {fix}")
+    free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         raise UserInputError(f"the {what} {folder} has {free >> 20} MiB free, less than the "
                              f"{MIN_FREE_BYTES >> 20} MiB a run needs; free space or {fix}")

@@ -12,10 +12,12 @@ from pipeline.cache import Cache
 from pipeline.config import PipelineConfig
 from pipeline.context import RunContext
 from pipeline.errors import EXIT_OK, EXIT_PARITY_FAILED, EXIT_TARGET_UNAVAILABLE
+from pipeline.files import check_writable
 from pipeline.graph import NodeResult, ProgressHook
 from pipeline.machine import describe_machine
 from pipeline.plan import build_graph, preflight, requested_targets
 from pipeline.publish import publish
+from pipeline.report.merge import merge, previous_report, stamp
 from pipeline.report.writer import write_report
 
 
@@ -84,6 +86,9 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
     started = time.perf_counter()
     ctx = RunContext(config)
     targets = requested_targets(ctx)
+    out_dir = default_out_dir(config, ctx.label)
+    check_writable(config.artifacts_dir, "artifacts folder", "--artifacts-dir")
+    check_writable(out_dir, "report folder", "--out")
     preflight(ctx)
     graph, unavailable = build_graph(ctx, targets)
     cache = Cache(config.cache_dir)
@@ -119,6 +124,5 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
         "nodes": nodes,
     }
     report["exit_code"] = exit_code_for(nodes)
-    out_dir = default_out_dir(config, label)
-    write_report(report, out_dir)
+    write_report(merge(stamp(report), previous_report(out_dir)), out_dir)
     return RunOutcome(report, out_dir, report["exit_code"])

@@ -62,6 +62,21 @@ def problem_nodes(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [n for n in report["nodes"] if n["parity"]["verdict"] != "pass"]
 
 
+def runs_section(report: dict[str, Any]) -> list[str]:
+    """When nodes of earlier runs were merged in (pipeline.report.merge): which run made which."""
+    runs = report.get("runs") or []
+    if len(runs) < 2:
+        return []
+    lines = ["", "## Runs merged into this report", ""]
+    for run in runs:
+        names = [n["name"] for n in report["nodes"]
+                 if (n.get("run") or {}).get("finished") == run["finished"]
+                 and n["run"].get("config_sha256") == run["config_sha256"]]
+        lines.append(f"- {run['finished']} (exit code {run['exit_code']}, config "
+                     f"`{run['config_sha256'][:12]}`): {', '.join(names) or '—'}")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     model, machine, run = report["model"], report["machine"], report["run"]
     lines = [f"# mobile-export report: {model['label']}", ""]
@@ -83,6 +98,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{node['parity'].get('reason') or node.get('error')}")
             lines += [f"  - {f}" for f in node["parity"].get("failures", [])]
     lines += notes_section(report["nodes"])
+    lines += runs_section(report)
     lines += ["", "## Artifacts", ""]
     for node in report["nodes"]:
         art = node.get("artifact")
