@@ -45,8 +45,10 @@ def _tail(path: Path) -> list[str]:
 
 
 def run_isolated(target: str, kwargs: dict[str, Any], *, stage: str, model: str,
-                 timeout_s: float, env: dict[str, str] | None = None) -> Any:
-    """Call ``target`` (``module:function``) with ``kwargs`` in a child process."""
+                 timeout_s: float, env: dict[str, str] | None = None,
+                 what: str = "converter") -> Any:
+    """Call ``target`` (``module:function``) with ``kwargs`` in a child process; ``what`` names
+    the child in errors (the converter, the runtime)."""
     with tempfile.TemporaryDirectory(prefix="mobile-export-isolate-") as tmp:
         request, result, log = Path(tmp, "request.json"), Path(tmp, "result.json"), \
             Path(tmp, "output.log")
@@ -66,13 +68,13 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, stage: str, model: str,
                                         _tail(log)) from None
         if code < 0:
             name = signal.Signals(-code).name
-            raise IsolatedCallError(stage, model, f"the converter process crashed ({name})",
+            raise IsolatedCallError(stage, model, f"the {what} process crashed ({name})",
                                     _tail(log))
         reply = json.loads(result.read_text()) if result.is_file() else {}
         if code != 0 or "result" not in reply:
             error = reply.get("error")
             problem = (f"{error['type']}: {error['message']}" if error else
-                       f"the converter exited with code {code}")
+                       f"the {what} exited with code {code}")
             raise IsolatedCallError(stage, model, problem, _tail(log), error)
         return reply["result"]
 

@@ -75,6 +75,24 @@ def check_in_child(artifact: str, reference: str, tolerance: dict[str, Any],
     return result.to_json()
 
 
+def check_isolated(artifact: Path, reference: Path, tolerance: Tolerance, threads: int,
+                   timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
+    """:func:`check_in_child` in a child process: a refusal comes back as the child's own
+    UserInputError; a crash, a hang or any other failure as one UserInputError line."""
+    from pipeline.isolate import IsolatedCallError, run_isolated
+
+    try:
+        return run_isolated(f"{__name__}:check_in_child", {
+            "artifact": str(Path(artifact).resolve()), "reference": str(reference),
+            "tolerance": tolerance.model_dump(), "threads": threads},
+            stage="verify", model=Path(artifact).name, timeout_s=timeout_s, what="runtime")
+    except IsolatedCallError as exc:
+        if exc.error and exc.error.get("user_input"):
+            raise UserInputError(exc.error["message"]) from None
+        raise UserInputError(f"{Path(artifact).name} cannot be checked: {exc.problem}; pass "
+                             "an artifact this tool wrote") from None
+
+
 def _digest(artifact: Path) -> str:
     if artifact.suffix == ".mlpackage" or artifact.is_dir():
         from pipeline.mlpackage import artifact_digest
@@ -86,8 +104,6 @@ def _digest(artifact: Path) -> str:
 def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1,
                     timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
     """Parity of ``artifact`` against the run's reference, judged at the node's precision."""
-    from pipeline.isolate import IsolatedCallError, run_isolated
-
     artifact = Path(artifact)
     if not artifact.exists():
         raise UserInputError(f"{artifact} does not exist; pass an artifact file")
@@ -111,16 +127,7 @@ def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1,
     except ValueError as exc:
         raise UserInputError(f"{run_dir}/report.json has tolerances of the wrong shape "
                              f"({str(exc).splitlines()[0][:160]}); rerun the pipeline") from None
-    try:
-        result = run_isolated(f"{__name__}:check_in_child", {
-            "artifact": str(artifact.resolve()), "reference": str(reference_file.path),
-            "tolerance": tolerance.model_dump(), "threads": threads},
-            stage="verify", model=artifact.name, timeout_s=timeout_s)
-    except IsolatedCallError as exc:
-        if exc.error and exc.error.get("user_input"):
-            raise UserInputError(exc.error["message"]) from None
-        raise UserInputError(f"{artifact.name} cannot be checked: {exc.problem} (the runtime "
-                             "failed on this file); pass an artifact this tool wrote") from None
+    result = check_isolated(artifact, reference_file.path, tolerance, threads, timeout_s)
     return {"artifact": str(artifact), "sha256": digest,
             "node": node["name"] if node else None,
             "matches_run": node is not None, "precision": precision, **result}
