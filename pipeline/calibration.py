@@ -30,7 +30,8 @@ def calibration_set(ctx: RunContext, limit: int | None = None) -> CalibrationSet
     wanted = limit or ctx.config.calib_images
     prep = ctx.source.preprocessing
     if ctx.config.calib is not None:
-        images = [img for _, img in image_folder(ctx.config.calib, limit=wanted)]
+        images = [img for _, img in image_folder(ctx.config.calib, limit=wanted,
+                                                      what="calibration folder")]
         source = f"folder {ctx.config.calib}"
     elif ctx.config.dataset == "digits":
         split = digits_splits(ctx.config.parity.seed)["calib"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,12 +18,16 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import UserInputError
+from pipeline.image_files import (  # re-exported: callers import these from here
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
+    DataError,
+    list_images,
+    open_image_file,
+    shown,
+)
 
 log = logging.getLogger(__name__)
-
-#: File suffixes read by :func:`image_folder` (case-insensitive).
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 
 #: scikit-image sample images bundled in the wheel (checked to load with the network absent).
 #: Chosen for being real photographs; ``camera`` is grayscale and exercises the gray -> RGB path.
@@ -43,10 +48,6 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-class DataError(UserInputError):
-    """An input image or folder cannot be used; the message names it and says what to do."""
 
 
 class PreprocessingLike(Protocol):
@@ -151,25 +152,6 @@ def sample_photos() -> list[tuple[str, np.ndarray]]:
     return photos
 
 
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def list_images(path: Path | str) -> list[Path]:
-    """Image files under ``path`` (recursive; hidden files/folders skipped), sorted by relative path."""
-    root = Path(path)
-    if not root.exists():
-        raise DataError(f"image folder '{root}' does not exist; pass a folder of PNG/JPEG/BMP/WebP images")
-    if not root.is_dir():
-        raise DataError(f"'{root}' is not a folder; pass a folder of PNG/JPEG/BMP/WebP images")
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _is_hidden(p, root)
-    ]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
 def _pil_to_array(img: Image.Image) -> np.ndarray:
     if img.mode in ("L", "RGB", "RGBA"):
         return np.asarray(img)
@@ -180,16 +162,38 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """Decode one image file into uint8 HxW[xC]; raise :class:`DataError` naming the file."""
+def _pixel_cap() -> int:
+    pil = Image.MAX_IMAGE_PIXELS  # honoured when lower (tests, stricter callers); never raised
+    return MAX_IMAGE_PIXELS if pil is None else min(MAX_IMAGE_PIXELS, int(pil))
+
+
+def _too_many_pixels(path: Path, size: str = "") -> DataError:
+    return DataError(f"image '{shown(path)}' declares too many pixels ({size}over the {_pixel_cap():,} "
+                     "limit; a decompression bomb?); shrink it or remove it")
+
+
+def read_image(path: Path | str, *, root: Path | str | None = None) -> np.ndarray:
+    """Decode one image file into uint8 HxW[xC]; raise :class:`DataError` naming the file.
+
+    The file must lie inside ``root`` when given, be at most ``MAX_IMAGE_BYTES`` and declare at
+    most ``MAX_IMAGE_PIXELS`` pixels (checked from the header, before decoding).
+    """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return _pil_to_array(img)
+        with open_image_file(path, root) as fh, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fh) as img:
+                if img.width * img.height > _pixel_cap():
+                    raise _too_many_pixels(path, f"{img.width}x{img.height}, ")
+                img.load()
+                return _pil_to_array(img)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own checks
+        raise _too_many_pixels(path) from None
     except Exception as exc:
         raise DataError(
-            f"cannot read image '{path}' ({type(exc).__name__}: {exc}); "
+            f"cannot read image '{shown(path)}' ({type(exc).__name__}: {shown(exc)}); "
             "fix or remove the file, or point the pipeline at another folder"
         ) from exc
 
@@ -202,22 +206,24 @@ def _spread(items: list[Path], limit: int | None) -> list[Path]:
     return [items[i] for i in picks]
 
 
-def image_folder(path: Path | str, *, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+def image_folder(path: Path | str, *, limit: int | None = None,
+                 what: str = "image folder") -> list[tuple[str, np.ndarray]]:
     """Every PNG/JPEG/BMP/WebP under ``path`` as ``(relative posix path, uint8 array)``, sorted.
 
     ``limit`` keeps at most that many files, evenly spaced over the sorted list; only the kept files
-    are decoded. An unreadable file, an empty folder or a missing folder raises :class:`DataError`.
+    are decoded. An unreadable file, an empty folder or a missing folder raises :class:`DataError`,
+    as do links leading outside the folder and oversized files (see :mod:`pipeline.image_files`).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     root = Path(path)
-    files = _spread(list_images(root), limit)
+    files = _spread(list_images(root, what=what), limit)
     if not files:
         raise DataError(
-            f"no images (PNG/JPEG/BMP/WebP) found under '{root}'; put calibration images there "
+            f"no images (PNG/JPEG/BMP/WebP) found under '{shown(root)}'; put calibration images there "
             "or leave the calibration folder unset"
         )
-    return [(f.relative_to(root).as_posix(), read_image(f)) for f in files]
+    return [(f.relative_to(root).as_posix(), read_image(f, root=root)) for f in files]
 
 
 def random_inputs(n: int, shape: Sequence[int], seed: int) -> list[np.ndarray]:
@@ -353,14 +359,15 @@ def digits_splits(seed: int = 0) -> dict[str, LabelledSet]:
             for name, part in zip(DIGITS_SPLITS, (train, calib, held_out))}
 
 
-def labelled_folder(path: Path | str, *, limit: int | None = None) -> LabelledSet:
+def labelled_folder(path: Path | str, *, limit: int | None = None,
+                    what: str = "image folder") -> LabelledSet:
     """An image-folder dataset: ``root/<class>/<image>``; classes sorted by name."""
     root = Path(path)
-    items = image_folder(root, limit=limit)
+    items = image_folder(root, limit=limit, what=what)
     class_of = [name.split("/", 1)[0] if "/" in name else None for name, _ in items]
     loose = [name for name, cls in zip((n for n, _ in items), class_of) if cls is None]
     if loose:
-        raise DataError(f"'{root}' holds images outside class folders (e.g. {loose[0]}); "
+        raise DataError(f"'{shown(root)}' holds images outside class folders (e.g. {shown(loose[0])}); "
                         "arrange it as root/<class>/<image>")
     classes = sorted(set(class_of))
     labels = np.array([classes.index(c) for c in class_of], dtype=np.int64)

@@ -73,11 +73,11 @@ def preflight(ctx: RunContext) -> None:
     if c.calib is not None:
         from pipeline.data import image_folder
 
-        image_folder(c.calib, limit=1)
+        image_folder(c.calib, limit=1, what="calibration folder")
     if c.eval is not None:
         from pipeline.data import labelled_folder
 
-        classes = labelled_folder(c.eval).classes
+        classes = labelled_folder(c.eval, what="evaluation folder").classes
         if len(classes) > c.num_classes:
             raise UserInputError(f"--eval {c.eval} has {len(classes)} classes but the model "
                                  f"outputs {c.num_classes}; pass the matching --num-classes")

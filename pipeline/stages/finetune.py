@@ -23,7 +23,7 @@ from pipeline.graph import OutputFile, Stage, StageOutput
 
 def training_set(ctx: RunContext) -> LabelledSet:
     if ctx.config.train_dir is not None:
-        return labelled_folder(ctx.config.train_dir)
+        return labelled_folder(ctx.config.train_dir, what="training folder")
     if ctx.config.dataset == "digits":
         return digits_splits(ctx.config.parity.seed)["train"]
     raise UserInputError("--finetune-epochs needs training data: pass --dataset digits or "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pytest
@@ -14,8 +15,11 @@ from pipeline.data import (
     ParityInputs,
     build_parity_inputs,
     image_folder,
+    labelled_folder,
+    list_images,
     preprocess,
     random_inputs,
+    read_image,
     sample_photos,
 )
 from pipeline.errors import UserInputError
@@ -166,3 +170,209 @@ def test_parity_inputs_validates_and_digest_covers_names() -> None:
     b = ParityInputs(names=["a", "c"], kinds=["random"] * 2, batch=batch)
     assert a.digest() != b.digest()
     assert a.sample(1).shape == (1, 3, 4, 4)
+
+
+# -- hostile folders: links, sizes, bombs (each input crafted in tmp_path) ----------------------
+
+
+def _png_declaring(path: Path, width: int, height: int) -> None:
+    """A real 1x1 PNG whose IHDR is patched (CRC fixed) to declare ``width`` x ``height`` pixels."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def _one_line(err: pytest.ExceptionInfo[DataError]) -> str:
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 700
+    return message
+
+
+def test_image_folder_refuses_link_to_file_outside(tmp_path: Path) -> None:
+    _write(tmp_path / "outside" / "secret.png")
+    root = tmp_path / "calib"
+    _write(root / "a" / "good.png")
+    (root / "a" / "b.png").symlink_to(tmp_path / "outside" / "secret.png")
+    with pytest.raises(DataError) as err:
+        image_folder(root, what="calibration folder")
+    message = _one_line(err)
+    assert message.startswith(f"calibration folder '{root}': 'a/b.png' is a link to ")
+    assert str((tmp_path / "outside" / "secret.png").resolve()) in message
+    assert "outside the folder; copy the image into the folder instead" in message
+    with pytest.raises(DataError, match="'a/b.png' is a link to"):  # also when only listing
+        list_images(root)
+
+
+def test_image_folder_refuses_link_to_folder_outside(tmp_path: Path) -> None:
+    _write(tmp_path / "elsewhere" / "x.png")
+    root = tmp_path / "calib"
+    _write(root / "ok.png")
+    (root / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(DataError, match=r"'more' is a link to .*elsewhere outside the folder; "
+                                        r"copy the folder into the folder instead") as err:
+        image_folder(root)
+    _one_line(err)
+
+
+def test_image_folder_link_inside_is_allowed_and_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import data
+
+    _write(tmp_path / "real.png", size=(5, 7))
+    _write(tmp_path / "sub" / "x.png", size=(3, 4))
+    (tmp_path / "alias.png").symlink_to("real.png")  # a file link inside: listed under its name
+    (tmp_path / "again").symlink_to("sub", target_is_directory=True)  # a folder link inside: not followed
+    opened: list[str] = []
+    real_open = data.open_image_file
+
+    def counting_open(p: Path, root: Path | None = None) -> BinaryIO:
+        opened.append(Path(p).name)
+        return real_open(p, root)
+
+    monkeypatch.setattr(data, "open_image_file", counting_open)
+    images = image_folder(tmp_path)
+    assert [n for n, _ in images] == ["alias.png", "real.png", "sub/x.png"]
+    assert images[0][1].shape == (7, 5, 3) and images[2][1].shape == (4, 3, 3)
+    assert sorted(opened) == ["alias.png", "real.png", "x.png"]  # each listed file opened exactly once
+
+
+def test_image_folder_symlink_cycle_terminates(tmp_path: Path) -> None:
+    """Folder links inside the root (a cycle included) are skipped; a file link loop is refused."""
+    _write(tmp_path / "sub" / "x.png")
+    (tmp_path / "sub" / "up").symlink_to("..", target_is_directory=True)  # sub/up -> root: a cycle
+    (tmp_path / "sub" / "me").symlink_to(".", target_is_directory=True)  # sub/me -> sub
+    (tmp_path / "sub" / "p").symlink_to("q")  # p <-> q: a loop, but not image-named: ignored
+    (tmp_path / "sub" / "q").symlink_to("p")
+    assert [n for n, _ in image_folder(tmp_path)] == ["sub/x.png"]
+    (tmp_path / "sub" / "loop.png").symlink_to("loop.png")
+    with pytest.raises(DataError, match="'sub/loop.png' is a link loop; replace it with the image") as err:
+        image_folder(tmp_path)
+    _one_line(err)
+
+
+def test_image_folder_cycle_through_outside_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "calib"
+    _write(root / "x.png")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "back").symlink_to(root, target_is_directory=True)
+    (root / "out").symlink_to(tmp_path / "other", target_is_directory=True)
+    with pytest.raises(DataError, match="'out' is a link to .* outside the folder"):
+        image_folder(root)
+
+
+def test_image_folder_root_may_be_a_link(tmp_path: Path) -> None:
+    _write(tmp_path / "real" / "cat" / "a.png")
+    _write(tmp_path / "real" / "b.png")
+    (tmp_path / "real" / "cat" / "c.png").symlink_to("../b.png")  # inside the resolved root
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real", target_is_directory=True)
+    assert [n for n, _ in image_folder(link)] == ["b.png", "cat/a.png", "cat/c.png"]
+    assert list_images(link)[0] == link / "b.png"  # paths stay under the folder as given
+
+
+def test_image_folder_refuses_oversize_file_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.image_files import MAX_IMAGE_BYTES
+
+    _write(tmp_path / "small.png")
+    with open(tmp_path / "huge.png", "wb") as f:
+        f.truncate(MAX_IMAGE_BYTES + 1)  # sparse: no disk used
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an oversize file reached the decoder")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    with pytest.raises(DataError, match=r"'huge.png' is 64.0 MiB, over the 64 MiB limit per image; "
+                                        r"shrink the image or remove it") as err:
+        image_folder(tmp_path)
+    _one_line(err)
+    with pytest.raises(DataError, match=r"image '.*huge.png' is 64.0 MiB, over the 64 MiB limit"):
+        read_image(tmp_path / "huge.png")  # read on its own: checked on the opened file
+
+
+def test_image_folder_file_grown_after_listing_is_refused(tmp_path: Path) -> None:
+    from pipeline.image_files import MAX_IMAGE_BYTES
+
+    _write(tmp_path / "a.png")
+    (listed,) = list_images(tmp_path)
+    with open(listed, "r+b") as f:
+        f.truncate(MAX_IMAGE_BYTES + 1)
+    with pytest.raises(DataError, match="over the 64 MiB limit"):
+        read_image(listed, root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "pil_cap"),
+    [
+        (100_000, 100_000, "default"),  # past 2x PIL's cap: PIL's own DecompressionBombError
+        (10_000, 9_000, "default"),  # past 1x only: PIL merely warns; refused all the same
+        (10_000, 9_000, None),  # some library cleared PIL's cap: ours still holds
+        (10, 10, 50),  # a caller lowered PIL's cap: honoured
+    ],
+)
+def test_read_image_refuses_decompression_bomb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int, height: int, pil_cap: object
+) -> None:
+    if pil_cap != "default":
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pil_cap)
+    _write(tmp_path / "fine.png")
+    if width == 10:
+        _write(tmp_path / "bomb.png", size=(width, height))
+    else:
+        _png_declaring(tmp_path / "bomb.png", width, height)
+    assert (tmp_path / "bomb.png").stat().st_size < 1000
+    with pytest.raises(DataError, match=r"image '.*bomb.png' declares too many pixels \(.*over the .* limit; "
+                                        r"a decompression bomb\?\); shrink it or remove it") as err:
+        image_folder(tmp_path)
+    _one_line(err)
+    if pil_cap is None:
+        assert "10000x9000" in str(err.value)
+
+
+def test_labelled_folder_refuses_class_folder_link_outside(tmp_path: Path) -> None:
+    _write(tmp_path / "dogs" / "d.png")
+    root = tmp_path / "train"
+    _write(root / "cat" / "a.png")
+    (root / "dog").symlink_to(tmp_path / "dogs", target_is_directory=True)
+    with pytest.raises(DataError, match=r"^training folder '.*train': 'dog' is a link to .*dogs outside the "
+                                        r"folder; copy the folder into the folder instead$") as err:
+        labelled_folder(root, what="training folder")
+    _one_line(err)
+
+
+def test_list_images_caps_how_many_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import image_files
+
+    for i in range(4):
+        _write(tmp_path / f"{i}.png")
+    monkeypatch.setattr(image_files, "MAX_IMAGES", 4)
+    assert len(list_images(tmp_path)) == 4
+    monkeypatch.setattr(image_files, "MAX_IMAGES", 3)
+    with pytest.raises(DataError, match="holds more than 3 images; point at a smaller folder"):
+        image_folder(tmp_path, limit=1)
+    monkeypatch.setattr(image_files, "MAX_ENTRIES", 2)
+    with pytest.raises(DataError, match="holds more than 2 entries"):
+        list_images(tmp_path)
+
+
+def test_error_messages_cut_untrusted_names(tmp_path: Path) -> None:
+    long_name = "n" * 240 + ".png"
+    (tmp_path / long_name).write_bytes(b"not a png")
+    with pytest.raises(DataError) as err:
+        image_folder(tmp_path)
+    assert "n" * 240 not in _one_line(err) and "..." in str(err.value)
+    (tmp_path / long_name).unlink()
+    (tmp_path / "two\nlines.png").write_bytes(b"not a png either")
+    with pytest.raises(DataError, match=r"two\?lines.png") as err:
+        image_folder(tmp_path)
+    _one_line(err)
