@@ -8,7 +8,7 @@ same for every input would let a converter that emits constants pass every gate.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -50,6 +50,11 @@ class OutputMetrics:
     shape_mismatch: bool = False
     ref_spread: float | None = None
     ref_scale: float | None = None
+    #: per sample: the reference's lead of its top-1 over its runner-up class, as a fraction of
+    #: the reference's output range, and whether the candidate's top-1 is the reference's
+    #: ((N, C) outputs only; not in the JSON)
+    top1_lead: np.ndarray | None = field(default=None, repr=False, compare=False)
+    top1_hit: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ref_constant(self) -> bool | None:
@@ -76,7 +81,7 @@ class OutputMetrics:
         )
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: v for k, v in asdict(self).items() if k not in ("top1_lead", "top1_hit")}
         out["ref_shape"] = list(self.ref_shape) if self.ref_shape is not None else None
         out["cand_shape"] = list(self.cand_shape) if self.cand_shape is not None else None
         out["ref_constant"] = self.ref_constant
@@ -189,6 +194,11 @@ def _fill_values(m: OutputMetrics, ref: np.ndarray, cand: np.ndarray) -> None:
     m.psnr_db = _db(float(ref.max() - ref.min()) ** 2, mse)
     m.top1_agreement = topk_agreement(ref, cand, 1)
     m.top5_agreement = topk_agreement(ref, cand, 5)
+    if m.top1_agreement is not None:
+        ordered = np.sort(ref.astype(np.float64), axis=1)
+        span = float(ref.max() - ref.min()) or 1.0
+        m.top1_lead = (ordered[:, -1] - ordered[:, -2]) / span
+        m.top1_hit = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
 
 
 def _compare_one(ref_name: str, cand_name: str, ref_raw: Any, cand_raw: Any, matched_by: str) -> OutputMetrics:
