@@ -71,7 +71,7 @@ class RunContext:
     def measure_config(self, precision: str) -> dict[str, Any]:
         """The settings that change a node's parity, accuracy and latency records."""
         return {"threads": self.config.threads, "bench": self.config.bench.model_dump(),
-                "tolerance": self.tolerance(precision).model_dump(),
+                "tolerance": self.tolerance(precision).cache_identity(),
                 "accuracy_drop": self.accuracy_drop(precision)}
 
 

@@ -63,11 +63,20 @@ class Tolerance(BaseModel):
     #: to agree on landscape photos or noise. The other inputs are still measured and reported.
     in_distribution_only: bool = False
 
+    def cache_identity(self) -> dict[str, Any]:
+        """The fields as part of a stage's cache key. A field added later joins the key only
+        when it is set, so cache entries made before it existed stay valid."""
+        return {k: v for k, v in self.model_dump().items()
+                if not (k in _LATER_FIELDS and v is None)}
+
     def limits(self) -> dict[str, float]:
         """The limits that are set, by field name."""
         return {k: v for k, v in self.model_dump().items()
                 if v is not None and k in _CHECKS}
 
+
+#: fields added after cache keys first included the tolerance (see Tolerance.cache_identity)
+_LATER_FIELDS = ("top1_tie",)
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel=1e-4, min_cosine=0.99999, min_top1=1.0),

@@ -133,7 +133,7 @@ class FuseStage(Stage):
 
     def config(self) -> dict[str, Any]:
         return {"model": self.ctx.model_identity, **self.ctx.measure_config("fp32"),
-                "tolerance": self.tolerance().model_dump()}
+                "tolerance": self.tolerance().cache_identity()}
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         c = self.ctx.config

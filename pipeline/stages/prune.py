@@ -52,7 +52,7 @@ class PruneStage(Stage):
                 "scope": c.prune_scope, "distill_epochs": c.distill_epochs if c.distill else 0,
                 "dataset": c.dataset, "eval": self.ctx.eval_identity, "seed": c.parity.seed,
                 "parity": c.parity.model_dump(), "calib": self.ctx.calib_identity,
-                "tolerance": self.tolerance().model_dump(),
+                "tolerance": self.tolerance().cache_identity(),
                 "accuracy_drop": self.ctx.accuracy_drop("prune"), **self.ctx.measure_config("fp32")}
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:

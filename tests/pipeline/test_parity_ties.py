@@ -59,3 +59,11 @@ def test_when_every_input_is_a_near_tie_top1_is_not_judged() -> None:
                    Tolerance(min_top1=1.0, top1_tie=0.01), len(ref))
     assert result.verdict == "fail"         # no limit could be checked: never a silent pass
     assert any("4 near-tie(s)" in note for note in result.notes)
+
+
+def test_cache_keys_of_tolerances_without_a_tie_are_unchanged() -> None:
+    """top1_tie joins a stage's cache key only when set: fp32/int8 entries stay valid."""
+    before = {"max_rel", "min_cosine", "min_top1", "min_top5", "in_distribution_only"}
+    assert set(tolerance_for("fp32").cache_identity()) == before
+    assert set(tolerance_for("int8").cache_identity()) == before
+    assert tolerance_for("fp16").cache_identity()["top1_tie"] == 0.005
