@@ -54,8 +54,13 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
     fit, held_out = splits["train"], splits["eval"]
     torch.manual_seed(0)
     model = build(spec)
-    train(model, fit.batch(prep), fit.labels, held_out.batch(prep)[:100], held_out.labels[:100],
-          TrainConfig(epochs=4, seed=0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # the same float summation order on any core count
+    try:
+        train(model, fit.batch(prep), fit.labels, held_out.batch(prep)[:100],
+              held_out.labels[:100], TrainConfig(epochs=4, seed=0))
+    finally:
+        torch.set_num_threads(threads)
     value = accuracy(model, torch.from_numpy(held_out.batch(prep)),
                      torch.from_numpy(held_out.labels))
     weights = root / "digits.safetensors"

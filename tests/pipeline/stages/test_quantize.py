@@ -20,7 +20,7 @@ def test_int8_of_a_trained_model_is_built_and_judged(trained_tiny, trained_tiny_
     """QDQ int8 from the digits calibration split, judged by its gates on the in-distribution
     inputs and by accuracy on the held-out split. Whether post-training int8 of this tiny
     network meets the gates is a figure for the issue note, not an assumption of the test."""
-    assert trained_tiny["accuracy"] > 0.8, "fixture model did not train"
+    assert trained_tiny["accuracy"] > 0.5, "fixture model did not train (chance is 0.1)"
     outcome, nodes = _int8_run(trained_tiny_export, tmp_path)
     int8 = nodes["onnx:int8"]
     parity = int8["parity"]
