@@ -181,3 +181,17 @@ def test_stage_killed_mid_write_leaves_no_visible_artifact(tmp_path: Path) -> No
 
     (result,) = Graph([Small()]).run(cache)
     assert result.status == "ran" and result.outputs["blob"].path.read_bytes() == b"complete"
+
+
+def test_a_stage_whose_code_calls_sys_exit_is_an_error_not_a_silent_exit(tmp_path: Path) -> None:
+    """e.g. a model whose forward calls sys.exit(0) only while torch.export traces it: the run
+    must not end with exit code 0 and no report."""
+
+    class Exits(TextStage):
+        def run(self, inputs, workdir):
+            sys.exit(0)
+
+    graph = Graph([TextStage("a", (), "x"), Exits("b", ("x",), "y")])
+    with pytest.raises(UserInputError, match=r"stage 'b': sys.exit\(0\) at .*test_graph.py"):
+        graph.run(Cache(tmp_path))
+    assert not list(Path(tmp_path).glob(".work-*"))      # its work folder is gone too
