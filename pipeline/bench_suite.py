@@ -23,7 +23,7 @@ from pipeline.machine import describe_machine
 from pipeline.run import execute
 from pipeline.stages.load import build_reference_model
 from targets.base import Runner
-from targets.onnxruntime import OrtRunner
+from targets.onnx import OrtRunner
 from targets.tflite import TfliteTarget
 from targets.torch_ref import TorchRunner
 
@@ -135,12 +135,25 @@ def compression_cases(artifacts_dir: Path, threads: int) -> tuple[dict, dict[str
     return cases, facts
 
 
+def converted(config: PipelineConfig) -> tuple[dict[str, dict[str, Any]], str]:
+    """Run (or reuse from the cache) a tflite run; its nodes by name and the model's label. A
+    conversion that failed stops the bench (a parity failure does not: the file exists)."""
+    outcome = execute(config)
+    nodes = {n["name"]: n for n in outcome.report["nodes"]}
+    for name, node in nodes.items():
+        if node["status"] == "failed" or (name.startswith("tflite:") and not node["artifact"]):
+            reason = (node.get("error") or node["parity"].get("reason") or "").splitlines()
+            raise SystemExit(f"bench: {name} of {outcome.report['model']['label']} did not "
+                             f"convert: {reason[0] if reason else node['status']}")
+    return nodes, outcome.report["model"]["label"]
+
+
 def android_section(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """TFLite fp32/int8 against ONNX Runtime fp32 in one interleaved session (pipeline.
     bench_android); appends its rows, returns its facts and gated ratios."""
-    from pipeline.bench_android import android_cases, android_figures
+    from targets.tflite.bench import android_cases, android_figures
 
-    cases, facts = android_cases(args.artifacts_dir, TRAINED, threads=1)
+    cases, facts = android_cases(args.artifacts_dir, TRAINED, converted, threads=1)
     # the fp32 gate (1.05x) is within a few % of parity: twice the rounds, so drift averages out
     session = benchmark_interleaved(cases, warmup=args.warmup, runs=max(args.runs, 200),
                                     rounds=2 * args.rounds)

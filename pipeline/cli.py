@@ -142,6 +142,17 @@ def run(
                                                 help="NHWC (Android default) or NCHW."),
     tflite_int8_io: Optional[bool] = typer.Option(None, "--tflite-int8-io/--tflite-float-io",
                                                   help="int8 .tflite takes/returns int8."),
+    labels: Optional[str] = typer.Option(None, help="Class names: a text file with one name "
+                                         "per line, or 'dataset' (the evaluation set's names); "
+                                         "the TFLite sidecar and a Core ML classifier use them."),
+    coreml_deployment_target: Optional[str] = typer.Option(
+        None, "--coreml-deployment-target", help="Core ML minimum iOS: iOS15..iOS18 "
+        "(default iOS17)."),
+    coreml_input_type: Optional[str] = typer.Option(None, "--coreml-input-type",
+                                                    help="Core ML input: tensor or image."),
+    coreml_compute_units: Optional[str] = typer.Option(
+        None, "--coreml-compute-units", help="Comma list the macOS check runs on "
+        "(default CPU_ONLY,ALL)."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
     """Convert a model, check parity and latency at every stage, write the report."""
@@ -159,7 +170,11 @@ def run(
             "int8_fallback": int8_fallback, "int8_max_float_layers": int8_max_float_layers,
             "min_accuracy": min_accuracy, "prune": prune, "prune_mode": prune_mode,
             "distill": distill, "tflite_layout": tflite_layout,
-            "tflite_int8_io": tflite_int8_io})
+            "tflite_int8_io": tflite_int8_io, "labels": labels,
+            "coreml": {k: v for k, v in {"deployment_target": coreml_deployment_target,
+                                         "input_type": coreml_input_type,
+                                         "compute_units": _csv(coreml_compute_units)}.items()
+                       if v is not None}})
         outcome = execute(cfg, _Progress())
         print_nodes(outcome.report)
         said: set[tuple[str, str]] = set()

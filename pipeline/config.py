@@ -87,6 +87,20 @@ class TensorrtConfig(_Strict):
         return self
 
 
+class CoremlConfig(_Strict):
+    """Core ML package settings."""
+
+    deployment_target: Literal["iOS15", "iOS16", "iOS17", "iOS18"] = Field(
+        "iOS17", description="minimum iOS (iOS16+ for int8, iOS17+ for int8 activations)")
+    input_type: Literal["tensor", "image"] = Field(
+        "tensor", description="tensor: normalised fp32 NCHW; image: RGB pixels, mean/std "
+        "folded into the ImageType")
+    int8_activations: bool = Field(False, description="W8A8 instead of weight-only int8")
+    compute_units: tuple[Literal["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"], ...] = Field(
+        ("CPU_ONLY", "ALL"), min_length=1,
+        description="compute units the macOS check runs MLModel.predict on")
+
+
 class PipelineConfig(_Strict):
     model: str = "mobilenet_v2"
     weights: Path | None = None
@@ -124,9 +138,12 @@ class PipelineConfig(_Strict):
     tflite_layout: Literal["NHWC", "NCHW"] = Field("NHWC", description="input layout of the "
                                                    ".tflite artifacts (NHWC: Android convention)")
     tflite_int8_io: bool = Field(False, description="int8 model takes/returns int8 tensors")
+    labels: str | None = Field(None, description="class names: a text file with one name per "
+                               "line, or 'dataset' for the evaluation set's own names")
     convert_timeout_s: int = Field(900, ge=1, description="limit for each isolated converter call")
     bench: BenchConfig = BenchConfig()
     tensorrt: TensorrtConfig = TensorrtConfig()
+    coreml: CoremlConfig = CoremlConfig()
     parity: ParityConfig = ParityConfig()
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
 
@@ -141,9 +158,9 @@ class PipelineConfig(_Strict):
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from targets.base import registered_targets
+        from targets.base import target_names
 
-        known = registered_targets()
+        known = target_names()
         unknown = [t for t in value if t not in known]
         if unknown:
             raise ValueError(f"unknown target(s) {_bounded(unknown, 200)}; "
@@ -267,8 +284,12 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
             raise UserInputError(f"config file {path} must be a mapping of keys to values, "
                                  f"not a {type(loaded).__name__}")
         data.update(loaded)
-    cli = {k: v for k, v in overrides.items() if v is not None}
-    data.update(cli)
+    cli = {k: v for k, v in overrides.items() if v is not None and v != {}}
+    for key, value in cli.items():   # a section's options join the file's section
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
     if path is not None and cli:
         source = f"{path} and the command-line options"
     try:

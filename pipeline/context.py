@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from pipeline.parity import Tolerance, tolerance_for
 @dataclass(frozen=True)
 class RunContext:
     config: PipelineConfig
+    #: values computed once per run and shared by its stages (e.g. the QDQ calibration)
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def source(self) -> ModelSource:

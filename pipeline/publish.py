@@ -3,35 +3,18 @@
 Only a node whose own parity passed, and whose upstream nodes all passed, is published: nothing
 downstream of a failed gate leaves the cache.
 
-Most artifacts are single files and are copied. An ``mlpackage`` artifact (a Core ML package,
-stored in the cache as a deterministic zip, see :mod:`pipeline.mlpackage`) is published as the
-folder Xcode expects, ``<name>.mlpackage/``: extracted into a temp folder beside the destination,
-then renamed into place (an existing package is moved aside first and deleted after).
+How an artifact is copied is its target's (``Target.publish_artifact``): most are single files
+copied atomically; a Core ML package is extracted into the folder Xcode expects.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from pipeline.files import atomic_copy, sweep_temp, temp_dir
+from pipeline.files import sweep_temp
 from pipeline.graph import Graph, NodeResult
 from targets.base import Target
 
 SUFFIX_BY_KIND = {"onnx": ".onnx", "tflite": ".tflite", "pt2": ".pt2", "mlpackage": ".mlpackage"}
-#: artifact kinds stored as an archive and published as an extracted folder
-FOLDER_KINDS = {"mlpackage"}
-
-
-def publish_folder(archive: Path, dst: Path) -> None:
-    """Extract a package archive to the folder ``dst`` through a temp folder and a rename."""
-    from pipeline import mlpackage
-
-    tmp = temp_dir(dst.parent, dst.name)
-    try:
-        staged = mlpackage.unpack(archive, tmp / dst.name)
-        mlpackage.replace_dir(staged, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _passed(result: NodeResult) -> bool:
@@ -69,9 +52,6 @@ def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root
             suffix = SUFFIX_BY_KIND.get(artifact.kind, f".{artifact.kind}")
             dst = root / target.platform / label / target.publish_name(
                 output_name, result.stage.precision, suffix)
-            if artifact.kind in FOLDER_KINDS:
-                publish_folder(artifact.path, dst)
-            else:
-                atomic_copy(artifact.path, dst)
+            target.publish_artifact(artifact.path, dst)
             published[result.stage.name] = dst
     return published

@@ -18,7 +18,7 @@ from pipeline.files import PathOutsideRoot
 from pipeline.parity import Tolerance, compare_outputs, judge, run_outputs, tolerance_for
 from pipeline.reference import Reference
 from pipeline.report.writer import read_report
-from targets.base import Runner, RuntimeLoadError, registered_targets
+from targets.base import Runner, RuntimeLoadError, target_for_file
 
 #: how long the runtime may take to load and run the reference inputs
 VERIFY_TIMEOUT_S = 600
@@ -31,20 +31,14 @@ def runner_for(path: Path, threads: int) -> Runner:
         from targets.torch_ref import TorchRunner
 
         return TorchRunner(load_program(path).module(), threads, "torch-export")
-    for target_cls in registered_targets().values():
-        if path.suffix in target_cls.suffixes:
-            target = target_cls()
-            reason = target.unavailable_reason()
-            if reason:
-                raise UserInputError(f"cannot run {path.name} here: {reason}")
-            return target.runner(path, threads)
-    raise UserInputError(f"{path.name}: no runner for '{path.suffix}' files; "
-                         "verify takes .pt2 files and the files of a registered target "
-                         f"({', '.join(sorted(_suffixes()))})")
-
-
-def _suffixes() -> set[str]:
-    return {s for t in registered_targets().values() for s in t.suffixes}
+    try:
+        target = target_for_file(path)
+    except LookupError as exc:
+        raise UserInputError(f"{path.name}: {exc}; verify takes .pt2 files and those") from None
+    reason = target.unavailable_reason()
+    if reason:
+        raise UserInputError(f"cannot run {path.name} here: {reason}")
+    return target.runner(path, threads)
 
 
 def _node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
@@ -94,11 +88,14 @@ def check_isolated(artifact: Path, reference: Path, tolerance: Tolerance, thread
 
 
 def _digest(artifact: Path) -> str:
-    if artifact.suffix == ".mlpackage" or artifact.is_dir():
-        from pipeline.mlpackage import artifact_digest
-
-        return artifact_digest(artifact)   # checks the manifest's paths before reading
-    return sha256_file(artifact)
+    """The digest the run recorded for this file: its target's own (a Core ML package's is
+    canonical), sha256 of the bytes for a .pt2."""
+    if artifact.suffix == ".pt2":
+        return sha256_file(artifact)
+    try:
+        return target_for_file(artifact).artifact_digest(artifact)
+    except LookupError:
+        return sha256_file(artifact)     # runner_for names the problem next
 
 
 def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1,

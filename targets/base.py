@@ -1,8 +1,13 @@
-"""Target and Runner contracts shared by every runtime.
+"""Target and Runner contracts shared by every runtime, and the registry of targets.
 
 A :class:`Runner` wraps one artifact on one runtime. Public methods are fixed here; each backend
-overrides only the ``*_impl`` hooks (template method, as Polygraphy's ``BaseRunner`` does), so state
-checks live in one place.
+overrides only the ``*_impl`` hooks (template method, as Polygraphy's ``BaseRunner`` does), so
+state checks, feed checks and batch chunking live in one place.
+
+A target is one package ``targets/<name>/`` whose ``__init__`` registers its :class:`Target`
+under that same name (the ``--targets`` value). The trunk never imports a target package: it
+reaches a runtime through :func:`file_runner` (the registered target that runs a file suffix),
+and :func:`target_names` lists the targets without importing any of them.
 """
 from __future__ import annotations
 
@@ -61,11 +66,35 @@ class Runner(ABC):
         self._require_active()
         return self.input_names_impl()
 
+    #: The largest batch one ``infer_impl`` call takes (None: any); a backend may set it when it
+    #: activates (e.g. a mobile model's batch of 1). Larger feeds are split here.
+    max_batch: int | None = None
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one inference; ``feeds`` maps input names to float32 NCHW arrays."""
+        """Run one inference; ``feeds`` maps input names to float32 NCHW arrays of one batch
+        size. Checked against the runner's inputs first; batches beyond ``max_batch`` are run
+        in chunks and the outputs concatenated."""
         self._require_active()
-        outputs = self.infer_impl(feeds)
-        return {name: np.asarray(value) for name, value in outputs.items()}
+        names = self.input_names_impl()
+        unknown, missing = sorted(set(feeds) - set(names)), sorted(set(names) - set(feeds))
+        if unknown or missing:
+            raise ValueError(f"{type(self).__name__}: feeds {sorted(feeds)} do not match the "
+                             f"model's inputs {names} (unknown {unknown}, missing {missing})")
+        arrays = {name: np.asarray(value) for name, value in feeds.items()}
+        sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError(f"{type(self).__name__}: every feed needs the same leading batch "
+                             f"dimension, got shapes {[list(a.shape) for a in arrays.values()]}")
+        batch = sizes.pop()
+        step = self.max_batch or batch
+        if batch <= step:
+            return {name: np.asarray(v) for name, v in self.infer_impl(arrays).items()}
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, batch, step):
+            chunk = {name: a[start:start + step] for name, a in arrays.items()}
+            for name, value in self.infer_impl(chunk).items():
+                parts.setdefault(name, []).append(np.asarray(value))
+        return {name: np.concatenate(values, axis=0) for name, values in parts.items()}
 
     # -- backend hooks -------------------------------------------------------------------------
     @abstractmethod
@@ -123,26 +152,70 @@ class Target(ABC):
         """File name of a published copy, e.g. ``model.onnx`` or ``model_fp16.tflite``."""
         return f"model{suffix}" if precision == "fp32" else f"model_{precision}{suffix}"
 
+    def publish_artifact(self, src: "object", dst: "object") -> None:
+        """Copy a verified artifact (a cache object, a Path) to ``dst`` atomically; a target
+        whose artifact is a folder (a Core ML package) overrides this."""
+        from pipeline.files import atomic_copy
+
+        atomic_copy(src, dst)  # type: ignore[arg-type]
+
+    def artifact_digest(self, path: "object") -> str:
+        """The digest the run recorded for an artifact file of this target (``verify``)."""
+        from pipeline.artifact import sha256_file
+
+        return sha256_file(path)  # type: ignore[arg-type]
+
 
 _REGISTRY: dict[str, type[Target]] = {}
+#: packages under targets/ that hold no Target: the reference runner
+_NOT_TARGETS = frozenset({"torch_ref"})
 
 
 def register(cls: type[Target]) -> type[Target]:
-    """Class decorator adding a target to the registry; a duplicate name is an error."""
+    """Class decorator adding a target to the registry. The target must be defined in the
+    package ``targets.<its name>``; a duplicate name is an error (never a silent overwrite)."""
+    package = cls.__module__.split(".")
+    if len(package) < 2 or package[0] != "targets" or package[1] != cls.name:
+        raise ValueError(f"target '{cls.name}' is defined in {cls.__module__}; a target lives "
+                         f"in the package targets.{cls.name}")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"target '{cls.name}' is registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def registered_targets() -> dict[str, type[Target]]:
-    """Every target module in this package, imported once (they import heavy libraries lazily)."""
-    import importlib
+def target_names() -> list[str]:
+    """The ``--targets`` names, from the package names alone (nothing is imported)."""
     import pkgutil
 
     import targets
 
-    for info in pkgutil.iter_modules(targets.__path__):
-        if info.name != "base":
-            importlib.import_module(f"targets.{info.name}")
+    return sorted(info.name for info in pkgutil.iter_modules(targets.__path__)
+                  if info.ispkg and info.name not in _NOT_TARGETS)
+
+
+def registered_targets() -> dict[str, type[Target]]:
+    """Every target package, imported once (they import heavy libraries lazily)."""
+    import importlib
+
+    for name in target_names():
+        importlib.import_module(f"targets.{name}")
     return dict(_REGISTRY)
+
+
+def target_for_file(path: "object") -> Target:
+    """The registered target whose runner runs files of this suffix (e.g. ``.onnx``)."""
+    from pathlib import Path
+
+    suffix = Path(path).suffix  # type: ignore[arg-type]
+    for target_cls in registered_targets().values():
+        if suffix in target_cls.suffixes:
+            return target_cls()
+    known = sorted({s for t in registered_targets().values() for s in t.suffixes})
+    raise LookupError(f"no target runs '{suffix}' files (targets run {', '.join(known)})")
+
+
+def file_runner(path: "object", threads: int = 1) -> Runner:
+    """A runner for an artifact file, from the target that runs its suffix: how the trunk and
+    the other targets reach a runtime without importing its package."""
+    return target_for_file(path).runner(path, threads)

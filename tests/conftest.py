@@ -132,7 +132,7 @@ def planted_layers(model) -> list[int]:
     import numpy as np
     from onnx import numpy_helper
 
-    from pipeline.qdq import weighted_nodes
+    from pipeline.int8.qdq import weighted_nodes
 
     weights = {init.name: init for init in model.graph.initializer}
     found = []
@@ -152,19 +152,17 @@ def planted_tiny(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
     planted layers in float needs (its ONNX Runtime metrics minus a margin): that model passes,
     and every model with a planted layer quantized fails by a wide margin — whatever weights
     training produced on this CPU. Tests of the mixed-precision search build on this."""
-    import onnx
     from safetensors.torch import load_file, save_file
 
     from pipeline.cache import Cache
     from pipeline.calibration import calibration_set
     from pipeline.config import PipelineConfig
     from pipeline.context import RunContext
-    from pipeline.parity import tolerance_for
-    from pipeline.qdq import calibrate, quantize_calibrated
+    from pipeline.int8.qdq import calibrate, quantize_calibrated
     from pipeline.reference import Reference
     from pipeline.run import execute
     from pipeline.verify import check_gates
-    from targets.onnxruntime import OrtRunner
+    from targets.onnx import OrtRunner
 
     root = tmp_path_factory.mktemp("planted")
     weights = root / "planted.safetensors"

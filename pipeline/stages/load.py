@@ -26,7 +26,7 @@ from targets.torch_ref import TorchRunner
 def is_pruned_file(path: Path) -> bool:
     from safetensors import safe_open
 
-    from pipeline.pruning import PRUNED_FORMAT
+    from pipeline.pruned_format import PRUNED_FORMAT
 
     with safe_open(str(path), framework="pt") as handle:
         return (handle.metadata() or {}).get("format") == PRUNED_FORMAT
@@ -35,7 +35,7 @@ def is_pruned_file(path: Path) -> bool:
 def restore_model(ctx: RunContext, path: Path) -> nn.Module:
     """A model from weights this pipeline stored: a plain state_dict, or a pruned model's."""
     if is_pruned_file(path):
-        from pipeline.pruning import load_pruned
+        from pipeline.pruned_format import load_pruned
 
         return load_pruned(path, ctx.source.spec).eval()
     model = ctx.source.build()
@@ -60,7 +60,7 @@ def save_weights(model: nn.Module, path: Path, pruned_spec=None) -> None:
     """Every state_dict entry as its own contiguous tensor (safetensors refuses shared storage);
     a pruned model also stores its channel configuration (``pruned_spec`` given)."""
     if pruned_spec is not None:
-        from pipeline.pruning import save_pruned
+        from pipeline.pruned_format import save_pruned
 
         save_pruned(model, path, pruned_spec)
         return

@@ -10,7 +10,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.artifact import Artifact
@@ -19,7 +18,8 @@ from pipeline.data import build_parity_inputs
 from pipeline.errors import UserInputError
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.parity import Tolerance, run_outputs
-from pipeline.pruning import PruneConfig, prune, save_pruned
+from pipeline.pruned_format import save_pruned
+from pipeline.pruning import PruneConfig, prune
 from pipeline.reference import Reference
 from pipeline.verify import check_node
 from targets.torch_ref import TorchRunner

@@ -84,12 +84,11 @@ def _classify(action: Callable[[], str]) -> tuple[str, str]:
 
 def onnx_seed(folder: Path) -> tuple[Path, Path]:
     """A small CNN in ONNX (conv, relu, pool, gemm) and its reference record."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from pipeline.data import ParityInputs
     from pipeline.reference import Reference
-    from targets.onnxruntime import OrtRunner
+    from targets.onnx import OrtRunner
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in

@@ -66,7 +66,9 @@ def test_yaml_lists_and_comma_strings_agree(tmp_path: Path) -> None:
 
 
 def test_every_run_option_has_a_config_key() -> None:
-    """The module's promise: every CLI option of ``run`` has a key of the same name."""
+    """The module's promise: every CLI option of ``run`` has a key of the same name; a
+    ``--<section>-<key>`` option, that key of the section (``--coreml-input-type``:
+    ``coreml: {input_type}``)."""
     import typer.main
 
     from pipeline.cli import app
@@ -74,9 +76,14 @@ def test_every_run_option_has_a_config_key() -> None:
     run = typer.main.get_command(app).commands["run"]
     options = [p for p in run.params if p.name not in ("config", "debug")]
     assert options
+    sections = {"coreml": PipelineConfig.model_fields["coreml"].annotation}
     for option in options:
         flag = max(option.opts, key=len).lstrip("-").replace("-", "_")
-        assert flag in PipelineConfig.model_fields, f"--{flag} has no config key"
+        section, _, key = flag.partition("_")
+        if section in sections:
+            assert key in sections[section].model_fields, f"--{flag} has no {section} key"
+        else:
+            assert flag in PipelineConfig.model_fields, f"--{flag} has no config key"
 
 
 # -- unknown keys ------------------------------------------------------------------------------

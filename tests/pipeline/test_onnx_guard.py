@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.onnx_guard import UnsafeModel, check_onnx_file
-from targets.onnxruntime import OrtRunner
+from targets.onnx import OrtRunner
 
 
 def _model(location: str | None, offset: int = 0, length: int = 16) -> onnx.ModelProto:

@@ -14,19 +14,16 @@ from pipeline.errors import UserInputError
 from pipeline.models.counting import count_macs, count_params
 from pipeline.models.registry import ModelSpec, build
 from pipeline.program import export_program
+from pipeline.pruned_format import PRUNED_FORMAT, load_pruned, save_pruned
 from pipeline.pruning import (
-    PRUNED_FORMAT,
     ROUND_TO,
     PruneConfig,
-    load_pruned,
-    protected_modules,
-    protected_names,
     prune,
     prune_structured,
     prune_unstructured,
-    save_pruned,
     weight_sparsity,
 )
+from pipeline.pruning_protect import protected_modules, protected_names
 
 V2 = ModelSpec("mobilenet_v2", 0.35, 64, 10)
 V3 = ModelSpec("mobilenet_v3_small", 0.75, 64, 10)

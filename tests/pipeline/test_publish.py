@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline import mlpackage
+from targets.coreml import mlpackage
 from pipeline.artifact import Artifact, sha256_file
 from pipeline.graph import Graph, NodeResult, Stage, StageOutput
 from pipeline.publish import publish
@@ -47,6 +47,14 @@ class _Target(Target):
 
     def publish_name(self, output: str, precision: str, suffix: str) -> str:
         return f"Model_{precision}{suffix}" if suffix == ".mlpackage" else f"{output}{suffix}"
+
+    def publish_artifact(self, src: Path, dst: Path) -> None:
+        """Packages as Core ML publishes them, other files as every target does."""
+        if dst.suffix == ".mlpackage":
+            from targets.coreml import CoremlTarget
+
+            return CoremlTarget().publish_artifact(src, dst)
+        return super().publish_artifact(src, dst)
 
 
 def _result(stage: Stage, verdict: str, outputs: dict[str, Artifact]) -> NodeResult:

@@ -40,7 +40,7 @@ def test_perturbed_weights_fail(tiny_run, tmp_path: Path) -> None:
 def test_verify_refuses_unknown_files(tiny_run, tmp_path: Path) -> None:
     other = tmp_path / "model.bin"
     other.write_bytes(b"\0" * 16)
-    with pytest.raises(UserInputError, match="no runner for '.bin'"):
+    with pytest.raises(UserInputError, match="no target runs '.bin' files"):
         verify_artifact(other, tiny_run.out_dir)
     with pytest.raises(UserInputError, match="holds no report.json"):
         verify_artifact(_published_onnx(tiny_run), tmp_path)

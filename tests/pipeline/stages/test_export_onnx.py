@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from pipeline.stages.export_onnx import name_batch_dim, op_counts, strip_metadata
+from pipeline.onnx_graph import name_batch_dim, op_counts, strip_metadata
 
 REPO = Path(__file__).resolve().parents[3]
 
