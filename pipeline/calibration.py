@@ -26,8 +26,15 @@ DEFAULT_CALIBRATION_IMAGES = 64
 
 def calibration_set(ctx: RunContext, limit: int | None = None) -> CalibrationSet:
     """At most ``limit`` (default: the config's ``calib_images``) real calibration inputs, with a
-    warning when there are fewer."""
-    wanted = limit or ctx.config.calib_images
+    warning when there are fewer; read and preprocessed once per run (kept in the run context)
+    however many int8 stages ask. Callers must not modify the batch."""
+    key = ("calibration-set", limit or ctx.config.calib_images)
+    if key not in ctx.memo:
+        ctx.memo[key] = _read_calibration_set(ctx, key[1])
+    return ctx.memo[key]
+
+
+def _read_calibration_set(ctx: RunContext, wanted: int) -> CalibrationSet:
     prep = ctx.source.preprocessing
     if ctx.config.calib is not None:
         images = [img for _, img in image_folder(ctx.config.calib, limit=wanted,

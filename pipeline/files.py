@@ -109,14 +109,12 @@ def pid_alive(pid: int) -> bool:
 
 def is_stale(path: Path, pid: int | None, max_age_s: float = STALE_AFTER_S) -> bool:
     """A temp entry of a process that is gone, or of unknown owner and older than ``max_age_s``."""
-    if pid is not None and pid != os.getpid():
-        return not pid_alive(pid)
-    if pid is None:
-        try:
-            return time.time() - path.lstat().st_mtime >= max_age_s
-        except FileNotFoundError:
-            return False
-    return False
+    if pid is not None:
+        return pid != os.getpid() and not pid_alive(pid)
+    try:
+        return time.time() - path.lstat().st_mtime >= max_age_s
+    except FileNotFoundError:
+        return False
 
 
 def remove(path: Path) -> None:

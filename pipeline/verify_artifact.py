@@ -31,14 +31,20 @@ def runner_for(path: Path, threads: int) -> Runner:
         from targets.torch_ref import TorchRunner
 
         return TorchRunner(load_program(path).module(), threads, "torch-export")
-    try:
-        target = target_for_file(path)
-    except LookupError as exc:
-        raise UserInputError(f"{path.name}: {exc}; verify takes .pt2 files and those") from None
+    _check_suffix(path)
+    target = target_for_file(path)
     reason = target.unavailable_reason()
     if reason:
         raise UserInputError(f"cannot run {path.name} here: {reason}")
     return target.runner(path, threads)
+
+
+def _check_suffix(path: Path) -> None:
+    """Refuse a file no target runs before a child process is started for it."""
+    try:
+        target_for_file(path)
+    except LookupError as exc:
+        raise UserInputError(f"{path.name}: {exc}; verify takes .pt2 files and those") from None
 
 
 def _node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
@@ -114,6 +120,8 @@ def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1,
     except (CorruptEntry, PathOutsideRoot) as exc:
         raise UserInputError(f"the run's reference is not in its cache ({exc}); "
                              "rerun the pipeline to recreate it") from None
+    if artifact.suffix != ".pt2":
+        _check_suffix(artifact)
     digest = _digest(artifact)
     node = _node_for(report, digest)
     precision = node["precision"] if node else "fp32"

@@ -11,6 +11,7 @@ and :func:`target_names` lists the targets without importing any of them.
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -184,14 +185,20 @@ def register(cls: type[Target]) -> type[Target]:
     return cls
 
 
-def target_names() -> list[str]:
-    """The ``--targets`` names, from the package names alone (nothing is imported)."""
+@functools.lru_cache(maxsize=1)
+def _package_names() -> tuple[str, ...]:
     import pkgutil
 
     import targets
 
-    return sorted(info.name for info in pkgutil.iter_modules(targets.__path__)
-                  if info.ispkg and info.name not in _NOT_TARGETS)
+    return tuple(sorted(info.name for info in pkgutil.iter_modules(targets.__path__)
+                        if info.ispkg and info.name not in _NOT_TARGETS))
+
+
+def target_names() -> list[str]:
+    """The ``--targets`` names, from the package names alone (nothing is imported; the folder
+    is listed once per process)."""
+    return list(_package_names())
 
 
 def registered_targets() -> dict[str, type[Target]]:
