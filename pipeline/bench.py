@@ -73,6 +73,12 @@ class LatencyStats:
         return out
 
 
+def unverified_latency(runtime: str, threads: int | None, reason: str) -> dict[str, Any]:
+    """The latency record of a runtime that could not run here: no figure, and why."""
+    return {"runtime": runtime, "median_ms": None, "p90_ms": None, "min_ms": None, "runs": 0,
+            "threads": threads, "verdict": "unverified", "reason": reason}
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

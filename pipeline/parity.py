@@ -13,7 +13,7 @@ check is then skipped with a note, not failed.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -136,6 +136,8 @@ class ParityResult:
     needed: dict[str, float | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     tolerance: Tolerance | None = None
+    runtime: str | None = None             # what ran the candidate, where it is not obvious
+    all_inputs: ParityResult | None = None  # the verdict on every input, when judged on a subset
 
     def __bool__(self) -> bool:
         return self.verdict == "pass"
@@ -161,7 +163,29 @@ class ParityResult:
         out["needed"] = {k: finite_or_none(v) for k, v in self.needed.items()}
         out["notes"] = list(self.notes)
         out["tolerance"] = self.tolerance.model_dump() if self.tolerance is not None else None
+        if self.all_inputs is not None:
+            whole = self.all_inputs.to_json()
+            out["all_inputs"] = {k: whole[k] for k in ("verdict", "cosine", "top1_agreement",
+                                                       "max_rel", "n_inputs")}
+        if self.runtime is not None:
+            out["runtime"] = self.runtime
         return out
+
+    def failed_with(self, failures: list[str]) -> ParityResult:
+        """This result failed by further gates (e.g. accuracy): ``failures`` added, the reason
+        naming them."""
+        return replace(self, verdict="fail", failures=self.failures + failures,
+                       reason="; ".join(failures))
+
+    def worst_of(self, others: Mapping[str, ParityResult]) -> ParityResult:
+        """This result merged with the same check on other configurations (e.g. Core ML compute
+        units): failing if any fails, each failure prefixed with its configuration's name."""
+        merged = replace(self, failures=list(self.failures))
+        for name, other in others.items():
+            if other.verdict != "pass" and merged.verdict == "pass":
+                merged.verdict, merged.reason = other.verdict, f"{name}: {other.reason}"
+            merged.failures += [f"{name}: {failure}" for failure in other.failures]
+        return merged
 
 
 def unverified(reason: str) -> ParityResult:

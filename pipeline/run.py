@@ -11,13 +11,13 @@ from pipeline import __version__
 from pipeline.cache import Cache
 from pipeline.config import PipelineConfig
 from pipeline.context import RunContext
-from pipeline.errors import EXIT_OK, EXIT_PARITY_FAILED, EXIT_TARGET_UNAVAILABLE
 from pipeline.files import check_writable
 from pipeline.graph import NodeResult, ProgressHook
 from pipeline.machine import describe_machine
 from pipeline.plan import build_graph, preflight, requested_targets
 from pipeline.publish import publish
 from pipeline.report.merge import merge, previous_report, stamp
+from pipeline.report.nodes import exit_code_for, node_json, unavailable_node
 from pipeline.report.writer import write_report
 
 
@@ -26,55 +26,6 @@ class RunOutcome:
     report: dict[str, Any]
     out_dir: Path
     exit_code: int
-
-
-def _unverified(reason: str) -> dict[str, Any]:
-    return {"verdict": "unverified", "reason": reason, "max_abs": None, "max_rel": None,
-            "cosine": None, "top1_agreement": None, "n_inputs": 0}
-
-
-#: Node keys present only where they apply: accuracy with labels, params/macs on pruned nodes,
-#: warnings (e.g. fewer calibration images than requested).
-OPTIONAL_NODE_KEYS = ("accuracy", "params", "macs", "warnings")
-
-
-def node_json(result: NodeResult, published: Path | None) -> dict[str, Any]:
-    """One node of report.json (schema: see README, 'Report format')."""
-    stage = result.stage
-    artifact = None
-    if result.outputs:
-        main = next(iter(result.outputs.values()))
-        path = published or main.path
-        artifact = {"path": str(path), "sha256": main.digest, "bytes": main.bytes}
-    parity = result.record.get("parity")
-    if result.status == "failed":
-        parity = {**_unverified(result.error or "stage failed"), "verdict": "fail"}
-    elif result.status == "skipped":
-        parity = _unverified(result.error or "skipped")
-    latency = result.record.get("latency")
-    return {"name": stage.name, "stage": stage.stage, "target": stage.target,
-            "precision": stage.precision, "status": result.status, "cached": result.cached,
-            "seconds": round(result.seconds, 3), "artifact": artifact, "parity": parity,
-            "latency": latency, "info": result.record.get("info", {}), "error": result.error,
-            **{key: result.record[key] for key in OPTIONAL_NODE_KEYS if key in result.record}}
-
-
-def unavailable_node(target: str, precision: str, reason: str) -> dict[str, Any]:
-    return {"name": f"{target}:{precision}", "stage": "convert", "target": target,
-            "precision": precision, "status": "unavailable", "cached": False, "seconds": 0.0,
-            "artifact": None, "parity": _unverified(reason),
-            "latency": {"runtime": target, "median_ms": None, "p90_ms": None, "runs": 0,
-                        "threads": None, "verdict": "unverified", "reason": reason},
-            "info": {}, "error": reason}
-
-
-def exit_code_for(nodes: list[dict[str, Any]]) -> int:
-    verdicts = [n["parity"]["verdict"] for n in nodes]
-    if "fail" in verdicts:
-        return EXIT_PARITY_FAILED
-    if any(n["status"] == "unavailable" for n in nodes):
-        return EXIT_TARGET_UNAVAILABLE
-    return EXIT_OK
 
 
 def default_out_dir(config: PipelineConfig, label: str) -> Path:

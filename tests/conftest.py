@@ -188,7 +188,7 @@ def planted_tiny(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
         path = workdir / f"excluding_{len(exclude)}.onnx"
         quantize_calibrated(calibrated, path, per_channel=True, exclude=exclude)
         return check_gates(OrtRunner(path), reference, ctx.tolerance("int8"),
-                           ctx.accuracy_drop("int8"))
+                           ctx.accuracy_drop("int8")).to_record()
 
     healed = measure(names, RunContext(config))
     parity, delta = healed["parity"], healed["accuracy"]["delta"]

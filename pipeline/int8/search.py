@@ -35,19 +35,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.int8.probe import Probe
+from pipeline.parity_metrics import finite_or_none
+from pipeline.verify import Checks
 
-#: A gate: path of a candidate model -> its check record (``parity``, maybe ``accuracy``).
-Gate = Callable[[Path], dict[str, Any]]
+#: A gate: path of a candidate model -> its checks (parity, maybe accuracy; no latency).
+Gate = Callable[[Path], Checks]
 
 
-def attempt_summary(float_layers: int, record: dict[str, Any], size: int) -> dict[str, Any]:
+def attempt_summary(float_layers: int, checks: Checks, size: int) -> dict[str, Any]:
     """One attempt, as the record keeps it."""
-    parity = record["parity"]
-    accuracy = record.get("accuracy")
-    return {"float_layers": float_layers, "verdict": parity["verdict"],
-            "cosine": parity.get("cosine"), "top1_agreement": parity.get("top1_agreement"),
+    parity, accuracy = checks.parity, checks.accuracy
+    return {"float_layers": float_layers, "verdict": parity.verdict,
+            "cosine": finite_or_none(parity.worst("cosine")),
+            "top1_agreement": finite_or_none(parity.worst("top1_agreement")),
             "accuracy_delta": accuracy["delta"] if accuracy else None,
-            "failures": parity.get("failures", []), "bytes": size}
+            "failures": list(parity.failures), "bytes": size}
 
 
 def _schedule(cap: int) -> list[int]:
@@ -118,9 +120,9 @@ def search_float_layers(ranking: Ranking, make: Make, gate: Gate, *,
 
     def attempt(k: int) -> bool:
         path, info = make(order[:k])
-        record = gate(path)
-        result.attempts.append(attempt_summary(k, record, path.stat().st_size))
-        verdicts[k] = record["parity"]["verdict"] == "pass"
+        checks = gate(path)
+        result.attempts.append(attempt_summary(k, checks, path.stat().st_size))
+        verdicts[k] = checks.passed
         if verdicts[k] and (not result.passed or k < len(result.float_layers)):
             result.float_layers, result.path, result.info = order[:k], path, info
         return verdicts[k]
@@ -141,13 +143,13 @@ def search_float_layers(ranking: Ranking, make: Make, gate: Gate, *,
     return result
 
 
-def conclude(found: MixedPrecision, first: dict[str, Any], path: Path,
-             recheck: Callable[[Path], dict[str, Any]], costs: dict[str, tuple[int, int]], *,
+def conclude(found: MixedPrecision, first: Checks, path: Path,
+             recheck: Callable[[Path], Checks], costs: dict[str, tuple[int, int]], *,
              int8_bytes: int, started: float, cap: int,
-             label: Callable[[str], str] = str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """The node's record, the ``mixed_precision`` summary and one warning, after a search.
+             label: Callable[[str], str] = str) -> tuple[Checks, dict[str, Any], str]:
+    """The node's checks, the ``mixed_precision`` summary and one warning, after a search.
 
-    ``first``: the all-int8 model's record (latency included); ``path``: the artifact, which
+    ``first``: the all-int8 model's checks (latency included); ``path``: the artifact, which
     the passing candidate replaces before ``recheck`` (a full check with latency) runs on it;
     ``label`` turns a layer name into what the warning shows."""
     summary = found.to_json()
@@ -158,25 +160,26 @@ def conclude(found: MixedPrecision, first: dict[str, Any], path: Path,
                                 f"with up to {cap} layers in float")
     assert found.path is not None
     shutil.copyfile(found.path, path)
-    record = recheck(path)
+    checks = recheck(path)
     summary["cost"] = {**found.cost(costs), "bytes": path.stat().st_size,
-                       "int8_bytes": int8_bytes, "median_ms": record["latency"]["median_ms"],
-                       "int8_median_ms": first["latency"]["median_ms"]}
+                       "int8_bytes": int8_bytes,
+                       "median_ms": (checks.latency or {}).get("median_ms"),
+                       "int8_median_ms": (first.latency or {}).get("median_ms")}
     names = ", ".join(label(name) for name in found.float_layers)
-    return record, summary, (f"{len(found.float_layers)} layer(s) kept in float so that int8 "
+    return checks, summary, (f"{len(found.float_layers)} layer(s) kept in float so that int8 "
                              f"passes its gates: {names}")
 
 
-def fall_back(ranking: Ranking, make: Make, gate: Gate, *, first: dict[str, Any], path: Path,
-              recheck: Callable[[Path], dict[str, Any]], costs: dict[str, tuple[int, int]],
+def fall_back(ranking: Ranking, make: Make, gate: Gate, *, first: Checks, path: Path,
+              recheck: Callable[[Path], Checks], costs: dict[str, tuple[int, int]],
               cap: int, started: float, label: Callable[[str], str] = str
-              ) -> tuple[dict[str, Any], dict[str, Any], str, dict[str, Any]]:
+              ) -> tuple[Checks, dict[str, Any], str, dict[str, Any]]:
     """The whole fallback after the ranking, the same for every runtime: search, then
-    :func:`conclude`. Returns the node's record, the ``mixed_precision`` summary, one warning and
+    :func:`conclude`. Returns the node's checks, the ``mixed_precision`` summary, one warning and
     the chosen candidate's quantize facts ({} when none passed)."""
     int8_bytes = path.stat().st_size
     found = search_float_layers(ranking, make, gate, max_float_layers=cap)
-    record, summary, warning = conclude(found, first, path, recheck, costs,
+    checks, summary, warning = conclude(found, first, path, recheck, costs,
                                         int8_bytes=int8_bytes, started=started, cap=cap,
                                         label=label)
-    return record, summary, warning, found.info
+    return checks, summary, warning, found.info

@@ -25,7 +25,7 @@ from pipeline.int8.qdq import (Calibrated, calibrate, layer_costs, onnx_candidat
                                quantize_calibrated, rank_layers)
 from pipeline.int8.search import fall_back
 from pipeline.reference import Reference
-from pipeline.verify import check_gates, check_node
+from pipeline.verify import Checks, check_gates, check_node
 from targets.base import file_runner
 
 
@@ -65,31 +65,40 @@ class QdqQuantizeStage(Stage):
         info = quantize_calibrated(calibrated, path, c.quant.per_channel, self.activations)
         info["calibration_source"] = calib.source
         reference = Reference.load(inputs["reference"].path)
-        record = self._check(path, reference)
+        checks = self._check(path, reference)
         warnings = list(calib.warnings)
-        if record["parity"]["verdict"] == "fail" and c.quant.fallback:
-            record, info = self._fall_back(calibrated, path, reference, record, info, workdir,
+        if checks.failed and c.quant.fallback:
+            checks, info = self._fall_back(calibrated, path, reference, checks, info, workdir,
                                            warnings)
+        record = checks.to_record()
         record["info"] = info
         if warnings:
             record["warnings"] = warnings
         return StageOutput({self.outputs[0]: OutputFile(path, "onnx", {"precision": "int8"})},
                            record)
 
-    def _check(self, path: Path, reference: Reference) -> dict[str, Any]:
+    #: what the record says ran the checks and what its latency means, where not the obvious
+    parity_runtime: ClassVar[str | None] = None
+    latency_note: ClassVar[str | None] = None
+
+    def _check(self, path: Path, reference: Reference) -> Checks:
         c = self.ctx.config
-        return check_node(file_runner(path, c.threads), reference, self.ctx.tolerance("int8"),
-                          c.bench, self.ctx.accuracy_drop("int8"))
+        checks = check_node(file_runner(path, c.threads), reference, self.ctx.tolerance("int8"),
+                            c.bench, self.ctx.accuracy_drop("int8"))
+        checks.parity.runtime = self.parity_runtime
+        if self.latency_note is not None and checks.latency is not None:
+            checks.latency["note"] = self.latency_note
+        return checks
 
     def _fall_back(self, calibrated: Calibrated, path: Path, reference: Reference,
-                   record: dict[str, Any], info: dict[str, Any], workdir: Path,
-                   warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+                   first: Checks, info: dict[str, Any], workdir: Path,
+                   warnings: list[str]) -> tuple[Checks, dict[str, Any]]:
         """The fewest float layers that pass (pipeline.int8.search.fall_back), candidates
-        re-quantized from the one calibration; returns the node's record and facts."""
+        re-quantized from the one calibration; returns the node's checks and facts."""
         c = self.ctx.config
         start = time.perf_counter()
 
-        def gate(candidate: Path) -> dict[str, Any]:
+        def gate(candidate: Path) -> Checks:
             return check_gates(file_runner(candidate, c.threads), reference,
                                self.ctx.tolerance("int8"), self.ctx.accuracy_drop("int8"))
 
@@ -98,9 +107,9 @@ class QdqQuantizeStage(Stage):
                               threads=c.threads)
         make = onnx_candidates(calibrated, workdir / "mixed", per_channel=c.quant.per_channel,
                                activations=self.activations)
-        record, summary, warning, chosen = fall_back(
-            ranking, make, gate, first=record, path=path,
+        checks, summary, warning, chosen = fall_back(
+            ranking, make, gate, first=first, path=path,
             recheck=lambda p: self._check(p, reference), costs=layer_costs(calibrated.model),
             cap=c.quant.max_float_layers, started=start)
         warnings.append(warning)
-        return record, {**info, **chosen, "mixed_precision": summary}
+        return checks, {**info, **chosen, "mixed_precision": summary}

@@ -77,6 +77,6 @@ class ExportOnnxStage(Stage):
         path = workdir / "model.onnx"
         info = export_to_onnx(inputs["fused_program"].path, path, c.opset)
         record = check_node(file_runner(path, c.threads), Reference.load(inputs["reference"].path),
-                            self.ctx.tolerance("fp32"), c.bench)
+                            self.ctx.tolerance("fp32"), c.bench).to_record()
         record["info"] = info
         return StageOutput({"onnx": OutputFile(path, "onnx", {"opset": c.opset})}, record)

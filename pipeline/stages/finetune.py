@@ -19,6 +19,7 @@ from pipeline.errors import UserInputError
 from pipeline.evaluation import evaluation_set
 from pipeline.finetune import TrainConfig, accuracy, train
 from pipeline.graph import OutputFile, Stage, StageOutput
+from pipeline.parity import ParityResult
 
 
 def training_set(ctx: RunContext) -> LabelledSet:
@@ -81,19 +82,17 @@ class FinetuneStage(Stage):
             low, high = wilson_interval(round(value * len(labelled)), len(labelled))
             record["accuracy"] = {"value": value, "ci_low": low, "ci_high": high, "delta": 0.0,
                                   "n": len(labelled), "source": source}
-            record["parity"] = _accuracy_verdict(value, c.min_accuracy, source)
+            record["parity"] = _accuracy_verdict(value, c.min_accuracy, source).to_json()
         return StageOutput({"trained_weights": OutputFile(path, "safetensors")}, record)
 
 
-def _accuracy_verdict(value: float, minimum: float | None, source: str) -> dict[str, Any]:
+def _accuracy_verdict(value: float, minimum: float | None, source: str) -> ParityResult:
     """The finetune node's gate: held-out accuracy against ``min_accuracy``."""
-    base = {"max_abs": None, "max_rel": None, "cosine": None, "top1_agreement": None,
-            "n_inputs": 0, "failures": []}
     if minimum is None:
-        return {**base, "verdict": "pass",
-                "reason": f"trained; held-out accuracy {100 * value:.2f} % on {source} (no gate)"}
+        return ParityResult("pass", f"trained; held-out accuracy {100 * value:.2f} % on {source} "
+                            "(no gate)")
     if value >= minimum:
-        return {**base, "verdict": "pass", "reason": f"held-out accuracy {100 * value:.2f} % ≥ "
-                f"{100 * minimum:.1f} % on {source}"}
+        return ParityResult("pass", f"held-out accuracy {100 * value:.2f} % ≥ "
+                            f"{100 * minimum:.1f} % on {source}")
     failure = f"held-out accuracy {100 * value:.2f} % < {100 * minimum:.1f} % on {source}"
-    return {**base, "verdict": "fail", "reason": failure, "failures": [failure]}
+    return ParityResult("fail", failure, failures=[failure])

@@ -144,8 +144,9 @@ class FuseStage(Stage):
         program, dynamic = export_program(gm, c.resolution)
         path = workdir / "fused.pt2"
         save_program(program, path)
-        record = check_node(TorchRunner(load_program(path).module(), c.threads, "torch-export"),
+        checks = check_node(TorchRunner(load_program(path).module(), c.threads, "torch-export"),
                             Reference.load(inputs["reference"].path), self.tolerance(), c.bench)
+        record = checks.to_record()
         record["info"] = {"batchnorm_folded": folded, "before": before, "after": after,
                           "activations": "left to each runtime's own conv+activation fusion",
                           "dynamic_batch": dynamic}

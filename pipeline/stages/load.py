@@ -135,8 +135,9 @@ class LoadStage(Stage):
         # The node's own check: the stored weights, rebuilt into a fresh model, reproduce the
         # reference bit for bit (catches non-determinism, train-mode dropout, unsaved buffers).
         stored = Artifact("weights", "", weights_path)
-        record = check_node(TorchRunner(materialize(ctx, stored), c.threads, "torch-eager"),
+        checks = check_node(TorchRunner(materialize(ctx, stored), c.threads, "torch-eager"),
                             reference, ctx.tolerance("fp32"), c.bench, ctx.accuracy_drop("fp32"))
+        record = checks.to_record()
         record["model"] = {"label": ctx.source.label, "params": count_params(model),
                            "macs": count_macs(model, c.resolution), "fp32_bytes": fp32_bytes(model),
                            "inputs": parity_inputs.counts(),

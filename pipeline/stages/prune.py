@@ -87,7 +87,7 @@ class PruneStage(Stage):
         path = workdir / "pruned.safetensors"
         save_pruned(student, path, ctx.source.spec)
         record = check_node(TorchRunner(student, c.threads), reference, self.tolerance(), c.bench,
-                            ctx.accuracy_drop("prune"))
+                            ctx.accuracy_drop("prune")).to_record()
         record["info"] = info
         record["params"] = {"before": summary.params_before, "after": summary.params_after}
         record["macs"] = {"before": summary.macs_before, "after": summary.macs_after}

@@ -35,7 +35,7 @@ class TraceStage(Stage):
         reloaded = load_program(path).module()
         record = check_node(TorchRunner(reloaded, c.threads, "torch-export"),
                             Reference.load(inputs["reference"].path), self.ctx.tolerance("fp32"),
-                            c.bench)
+                            c.bench).to_record()
         record["info"] = {"dynamic_batch": dynamic, "ops": _op_histogram(program)}
         return StageOutput({"program": OutputFile(path, "pt2", {"dynamic_batch": dynamic})}, record)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,41 +11,33 @@ from pipeline.errors import StageError
 from pipeline.graph import OutputFile, Stage, StageOutput
 from targets.coreml.runner import ON_MACOS, CoremlRuntimeRunner, MilEvaluatorRunner
 
+if TYPE_CHECKING:
+    from pipeline.verify import Checks
+
 NOT_MACOS = "Core ML runtime requires macOS"
-
-
-def _unverified_latency(threads: int, reason: str = NOT_MACOS) -> dict[str, Any]:
-    return {"runtime": "coreml", "median_ms": None, "p90_ms": None, "min_ms": None, "runs": 0,
-            "threads": threads, "verdict": "unverified", "reason": reason}
 
 
 def verify_package(path: Path, reference: Any, tol: Any, bench: Any, threads: int,
                    time_evaluator: bool = True,
-                   compute_units: tuple[str, ...] = ("CPU_ONLY", "ALL")) -> dict[str, Any]:
-    """The node record (parity, latency) of one package (folder or archive); on macOS checked
-    with each of ``compute_units``, the node failing if any of them fails."""
+                   compute_units: tuple[str, ...] = ("CPU_ONLY", "ALL")) -> Checks:
+    """The checks (parity, latency) of one package (folder or archive); on macOS checked with
+    each of ``compute_units``, the node failing if any of them fails."""
     from targets.coreml.mil import LABEL
+    from pipeline.bench import unverified_latency
     from pipeline.parity import compare_outputs, judge, run_outputs, unverified
-    from pipeline.verify import check_node, latency_record
+    from pipeline.verify import Checks, check_node, latency_record
 
     if ON_MACOS:  # pragma: no cover - macOS only
-        checks = {unit: check_node(CoremlRuntimeRunner(path, threads, unit), reference, tol,
-                                   bench) for unit in compute_units}
-        first, last = checks[compute_units[0]], checks[compute_units[-1]]
-        parity = dict(first["parity"])
-        parity["runtime"] = ("Core ML (MLModel.predict), compute units "
-                             + " and ".join(compute_units))
-        for unit, check in checks.items():
-            if check["parity"]["verdict"] != "pass" and parity["verdict"] == "pass":
-                parity["verdict"] = check["parity"]["verdict"]
-                parity["reason"] = f"compute units {unit}: {check['parity']['reason']}"
-            if unit != compute_units[0]:
-                parity["failures"] = parity.get("failures", []) + [
-                    f"compute units {unit}: {f}" for f in check["parity"].get("failures", [])]
-        latency = dict(last["latency"])
-        latency["compute_units"] = {unit: check["latency"] for unit, check in checks.items()}
-        return {"parity": parity, "latency": latency,
-                "compute_units": {unit: check["parity"] for unit, check in checks.items()}}
+        per_unit = {unit: check_node(CoremlRuntimeRunner(path, threads, unit), reference, tol,
+                                     bench) for unit in compute_units}
+        first = per_unit[compute_units[0]]
+        parity = first.parity.worst_of({f"compute units {unit}": checks.parity
+                                        for unit, checks in per_unit.items()
+                                        if unit != compute_units[0]})
+        parity.runtime = "Core ML (MLModel.predict), compute units " + " and ".join(compute_units)
+        latency = dict(per_unit[compute_units[-1]].latency or {})
+        latency["compute_units"] = {unit: checks.latency for unit, checks in per_unit.items()}
+        return Checks(parity, first.accuracy, latency, per_unit=per_unit)
     runner = MilEvaluatorRunner(path, threads)
     with runner:
         if runner.unsupported_ops:
@@ -55,14 +47,13 @@ def verify_package(path: Path, reference: Any, tol: Any, bench: Any, threads: in
             outputs = run_outputs(runner, reference.inputs)
             result = judge(compare_outputs(reference.outputs, outputs), tol, len(reference.inputs))
             result.reason = f"{LABEL}: {result.reason}"
-        latency = _unverified_latency(threads)
+        latency = unverified_latency("coreml", threads, NOT_MACOS)
         if time_evaluator and not runner.unsupported_ops:
             timing = latency_record(runner, reference, bench)
             timing["note"] = f"{LABEL} on PyTorch CPU; says nothing about Core ML latency"
             latency["evaluator"] = timing
-    parity = result.to_json()
-    parity["runtime"] = LABEL
-    return {"parity": parity, "latency": latency}
+    result.runtime = LABEL
+    return Checks(result, latency=latency)
 
 
 class ConvertCoremlStage(Stage):
@@ -134,9 +125,10 @@ class ConvertCoremlStage(Stage):
                                  "leave coreml out of --targets") from None
             raise
         reference = Reference.load(inputs["reference"].path)
-        record = verify_package(out, reference, self.ctx.tolerance(self.precision), c.bench,
+        checks = verify_package(out, reference, self.ctx.tolerance(self.precision), c.bench,
                                 c.threads, compute_units=c.coreml.compute_units)
-        info["verified_by"] = record["parity"]["runtime"]
+        info["verified_by"] = checks.parity.runtime
+        record = checks.to_record()
         record["info"] = info
         meta = {"precision": self.precision, "deployment_target": info["deployment_target"]}
         return StageOutput({self.outputs[0]: OutputFile(out, "mlpackage", meta)}, record)

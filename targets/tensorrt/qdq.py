@@ -7,9 +7,6 @@ ONNX Runtime CPU and labelled so; the engines are built from it by targets.tenso
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.graph import StageOutput
 from pipeline.int8.stage import QdqQuantizeStage
 
 QDQ_RUNTIME = ("ONNX Runtime CPU, on the Q/DQ graph TensorRT builds (not a TensorRT engine: "
@@ -27,14 +24,9 @@ class TensorrtQdqStage(QdqQuantizeStage):
     target = "tensorrt"
     activations = "int8"
     filename = "model_int8_qdq.onnx"
+    parity_runtime = QDQ_RUNTIME
+    latency_note = "ONNX Runtime CPU latency of the Q/DQ graph; says nothing about TensorRT latency"
 
     @property
     def name(self) -> str:
         return "tensorrt:qdq"
-
-    def run(self, inputs: dict, workdir: Path) -> StageOutput:
-        produced = super().run(inputs, workdir)
-        produced.record["parity"]["runtime"] = QDQ_RUNTIME
-        produced.record["latency"]["note"] = ("ONNX Runtime CPU latency of the Q/DQ graph; says "
-                                              "nothing about TensorRT latency")
-        return produced

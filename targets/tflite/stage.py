@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from targets.tflite.inspect import CONV_OPS, graph_problems, io_details, op_coun
 from targets.tflite.quantize import float_compute_ops
 from targets.tflite.runner import LiteRTRunner, detect_layout
 from targets.tflite.sidecar import labels_for
+
+if TYPE_CHECKING:
+    from pipeline.verify import Checks
 
 
 class TfliteConvertStage(Stage):
@@ -54,16 +57,17 @@ class TfliteConvertStage(Stage):
                           max_float_layers=quant.max_float_layers)
         return config
 
-    def _check(self, path: Path, reference: Any) -> dict[str, Any]:
-        """Parity, accuracy and latency of one .tflite on LiteRT (the node's record)."""
+    def _check(self, path: Path, reference: Any) -> Checks:
+        """Parity, accuracy and latency of one .tflite on LiteRT (the node's checks)."""
         from pipeline.verify import check_node
 
         c = self.ctx.config
         runner = LiteRTRunner(path, c.threads, self.layout)
-        record = check_node(runner, reference, self.ctx.tolerance(self.precision), c.bench,
+        checks = check_node(runner, reference, self.ctx.tolerance(self.precision), c.bench,
                             self.ctx.accuracy_drop(self.precision))
-        record["latency"]["delegate"] = "xnnpack" if runner.xnnpack else "none"
-        return record
+        if checks.latency is not None:
+            checks.latency["delegate"] = "xnnpack" if runner.xnnpack else "none"
+        return checks
 
     def run(self, inputs: dict, workdir: Path) -> StageOutput:
         from pipeline.reference import Reference
@@ -74,16 +78,17 @@ class TfliteConvertStage(Stage):
         problems = graph_problems(facts["ops"])
         if problems:
             raise StageError(self.name, "; ".join(problems) + f" (op counts: {facts['ops']})")
-        record = self._check(path, reference)
+        checks = self._check(path, reference)
         mixed = None
+        warnings: list[str] = []
         if self.precision == "int8":
-            warnings = list(self._calibration["warnings"])
+            warnings += self._calibration["warnings"]
             method = self.ctx.config.quant.method
             if method != "minmax":
                 warnings.append(f"quant_method {method!r} is not available in the TFLite "
                                 "converter, which calibrates with min/max ranges; used minmax")
-            if record["parity"]["verdict"] == "fail" and self.ctx.config.quant.fallback:
-                record, mixed, warning = self._fall_back(path, reference, record, workdir)
+            if checks.failed and self.ctx.config.quant.fallback:
+                checks, mixed, warning = self._fall_back(path, reference, checks, workdir)
                 warnings.append(warning)
                 if mixed.get("cost"):   # the published file changed: describe that one
                     facts = {**facts, "ops": op_counts(path), **io_details(path)}
@@ -94,26 +99,27 @@ class TfliteConvertStage(Stage):
                 warnings.append(f"{sum(op['tensor'] not in kept for op in floats)} op(s) compute "
                                 f"in float in the int8 model ({', '.join(unexpected)}): the TFLite "
                                 "quantizer has no int8 kernel for them")
-            if warnings:
-                record["warnings"] = warnings
+        record = checks.to_record()
+        if warnings:
+            record["warnings"] = warnings
         info = self._info(facts)
         if self.precision == "int8":
             info["calibration"] = self._calibration
             info["float_compute_ops"] = floats
             if mixed is not None:
                 info["mixed_precision"] = mixed
-        if self.precision == "fp32" and record["parity"]["verdict"] == "fail":
+        if self.precision == "fp32" and checks.failed:
             info["onnx2tf_per_op"] = self._per_op(inputs["onnx"].path, reference, workdir)
         record["info"] = info
         meta = {"precision": self.precision, "layout": self.layout}
         return StageOutput({self.outputs[0]: OutputFile(path, "tflite", meta)}, record)
 
-    def _fall_back(self, path: Path, reference: Any, record: dict[str, Any],
-                   workdir: Path) -> tuple[dict, dict, str]:
+    def _fall_back(self, path: Path, reference: Any, first: Checks,
+                   workdir: Path) -> tuple[Checks, dict, str]:
         """Keep the most sensitive layers in float until int8 passes its gates: the converter's
         child ranks the layers (pipeline.int8.search.rank_alone) and writes the candidates from
         the one calibration; pipeline.int8.search.fall_back searches them. The passing model
-        replaces ``path``. Returns the record, the ``mixed_precision`` summary and a warning."""
+        replaces ``path``. Returns the checks, the ``mixed_precision`` summary and a warning."""
         import time
 
         from pipeline.int8.probe import Probe
@@ -138,12 +144,12 @@ class TfliteConvertStage(Stage):
         def make(float_layers: list[str]) -> tuple[Path, dict[str, Any]]:
             return candidates[len(float_layers)], {}
 
-        def gate(candidate: Path) -> dict[str, Any]:
+        def gate(candidate: Path) -> Checks:
             return check_gates(LiteRTRunner(candidate, c.threads, self.layout), reference,
                                self.ctx.tolerance("int8"), self.ctx.accuracy_drop("int8"))
 
-        record, summary, warning, _ = fall_back(
-            Ranking(int8_error, result["sensitivity"]), make, gate, first=record, path=path,
+        checks, summary, warning, _ = fall_back(
+            Ranking(int8_error, result["sensitivity"]), make, gate, first=first, path=path,
             recheck=lambda p: self._check(p, reference),
             costs={name: (layer["params"], layer["macs"]) for name, layer in layers.items()},
             cap=quant.max_float_layers, started=start,
@@ -151,7 +157,7 @@ class TfliteConvertStage(Stage):
         summary["layers"] = {name: {**layers[name], "label": layer_label(layers[name])}
                              for name in summary["sensitivity"]}
         summary["ranking_seconds"] = result["seconds"]
-        return record, summary, warning
+        return checks, summary, warning
 
     # -- helpers ---------------------------------------------------------------------------
     def _isolated(self, function: str, kwargs: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ from pipeline.int8.qdq import quantize_calibrated
 from pipeline.int8.probe import Probe
 from pipeline.int8.qdq import layer_costs, onnx_candidates, rank_layers
 from pipeline.int8.search import search_float_layers
-from pipeline.verify import check_gates
+from pipeline.verify import Checks, check_gates
 from targets.onnx import OrtRunner
 
 
@@ -28,7 +28,7 @@ def tiny_int8(planted_tiny, tmp_path_factory: pytest.TempPathFactory):
     quantize_calibrated(calibrated, int8, per_channel=True)
     ctx = RunContext(planted_tiny["config"])
 
-    def gate(path: Path) -> dict:
+    def gate(path: Path) -> Checks:
         return check_gates(OrtRunner(path), reference, ctx.tolerance("int8"),
                            ctx.accuracy_drop("int8"))
 
@@ -98,7 +98,7 @@ def test_a_layer_kept_in_float_computes_in_float_on_onnx_runtime(tiny_int8) -> N
 def test_search_keeps_the_fewest_sensitive_layers_in_float_until_the_gates_pass(
         tiny_int8) -> None:
     gate = tiny_int8["gate"]
-    assert gate(tiny_int8["int8"])["parity"]["verdict"] == "fail", "all-int8 should fail"
+    assert gate(tiny_int8["int8"]).failed, "all-int8 should fail"
     ranking = tiny_int8["ranking"]
     make = onnx_candidates(tiny_int8["calibrated"], tiny_int8["workdir"] / "search",
                            per_channel=True)
@@ -111,7 +111,7 @@ def test_search_keeps_the_fewest_sensitive_layers_in_float_until_the_gates_pass(
     assert verdicts[k] == "pass" and all(verdicts[j] == "fail" for j in verdicts if j < k)
     # k = 1, 2 fail and 4 passes; the bisection then tried 3, which passed
     assert [a["float_layers"] for a in found.attempts] == [1, 2, 4, 3]
-    assert gate(found.path)["parity"]["verdict"] == "pass"
+    assert gate(found.path).passed
     # the kept layers really are float in the published graph, and only they
     assert _float_weight_nodes(found.path) == set(found.float_layers)
     assert found.info["float_nodes"] == sorted(found.float_layers)

@@ -206,7 +206,7 @@ def test_options_convert_and_pass_on_the_evaluator(coreml_run, extra_conversions
     assert check(info, info["ops"])
     precision = "int8" if case == "ios18_int8" else "fp32"
     record = verify_package(extra_conversions["paths"][case], _reference(coreml_run),
-                            tolerance_for(precision), None, 1, time_evaluator=False)
+                            tolerance_for(precision), None, 1, time_evaluator=False).to_record()
     assert record["parity"]["verdict"] == "pass", record["parity"]
 
 
@@ -222,7 +222,7 @@ def test_int8_activations_are_quantized_with_evaluator_ranges(coreml_run, extra_
     assert info["ops"]["quantize"] > 0 and info["ops"]["dequantize"] > 0
     assert "measured by the MIL reference evaluator" in info["quantization"]["activations"]
     record = verify_package(extra_conversions["paths"]["w8a8"], _reference(coreml_run),
-                            tolerance_for("int8"), None, 1, time_evaluator=False)
+                            tolerance_for("int8"), None, 1, time_evaluator=False).to_record()
     parity = record["parity"]
     print("coreml W8A8 (max_rel, centred cosine, top-1):",
           (parity["max_rel"], parity["cosine"], parity["top1_agreement"]))
@@ -254,7 +254,7 @@ def test_a_changed_weight_fails_the_check(coreml_run, tmp_path: Path) -> None:
     data[start:start + size] = values.tobytes()
     weights.write_bytes(bytes(data))
     record = verify_package(package, _reference(coreml_run), tolerance_for("fp32"), None, 1,
-                            time_evaluator=False)
+                            time_evaluator=False).to_record()
     assert record["parity"]["verdict"] == "fail"
     assert any("max_rel" in f for f in record["parity"]["failures"])
 
@@ -270,7 +270,7 @@ def test_an_op_the_evaluator_lacks_is_unverified_never_pass(coreml_run, tmp_path
     ops = function.block_specializations[function.opset].operations
     next(op for op in ops if op.type == "clip").type = "clip_of_the_future"
     layout.model.write_bytes(spec.SerializeToString())
-    record = verify_package(package, _reference(coreml_run), tolerance_for("fp32"), None, 1)
+    record = verify_package(package, _reference(coreml_run), tolerance_for("fp32"), None, 1).to_record()
     assert record["parity"]["verdict"] == "unverified"
     assert "clip_of_the_future" in record["parity"]["reason"]
     assert record["latency"]["verdict"] == "unverified"

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.run import execute
-from targets.tensorrt import HOW_TO_GET, TensorrtTarget, timing_cache_path
+from targets.tensorrt import HOW_TO_GET, TensorrtTarget
+from targets.tensorrt.stage import timing_cache_path
 
 REASON = TensorrtTarget().unavailable_reason()
 needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"TensorRT cannot run here: {REASON}")
@@ -83,7 +84,7 @@ def test_a_graph_tensorrt_cannot_take_fails_the_plan_before_any_build(trained_ti
     from pipeline.artifact import Artifact
     from pipeline.context import RunContext
     from pipeline.int8.qdq import quantize_onnx
-    from targets.tensorrt import TensorrtPlanStage
+    from targets.tensorrt.stage import TensorrtPlanStage
 
     bad = tmp_path / "uint8.onnx"
     batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
