@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_OK, MobileExportError
@@ -61,12 +62,40 @@ def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+class _TerminalTask:
+    """A step inside a running stage (training): a bar in the stage's spinner line when the
+    console is a terminal, and one kept line per finished step (pipeline.progress)."""
+
+    def __init__(self, owner: _Progress, title: str, total: int) -> None:
+        self.owner, self.title, self.total = owner, title, max(1, total)
+
+    def update(self, completed: int, text: str) -> None:
+        status = self.owner._status
+        if status is None or not console.is_terminal:
+            return
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(f"[cyan]{escape(self.title)}[/]",
+                     ProgressBar(total=self.total, completed=completed, width=30),
+                     f"{100 * completed / self.total:3.0f} %", escape(text))
+        status.update(grid)
+
+    def line(self, text: str) -> None:
+        console.print(f"          {escape(self.title)}: {escape(text)}", highlight=False)
+
+    def close(self) -> None:
+        return None
+
+
 class _Progress:
-    """One line per stage with its elapsed time; a spinner while a stage runs."""
+    """One line per stage with its elapsed time; a spinner while a stage runs, with a bar for
+    the steps a stage reports (pipeline.progress.ProgressSink)."""
 
     def __init__(self) -> None:
         self._status = None
         self._start = time.perf_counter()
+
+    def task(self, title: str, total: int) -> _TerminalTask:
+        return _TerminalTask(self, title, total)
 
     def __call__(self, name: str, status: str, seconds: float) -> None:
         if status == "running":
@@ -122,6 +151,14 @@ def run(
                                           "(evaluation, calibration and fine-tuning)."),
     finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
                                                   help="Train this many epochs first."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate "
+                                       "(default: the model family's recipe)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size",
+                                             help="Fine-tuning batch size."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay",
+                                                 help="Fine-tuning AdamW weight decay."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs",
+                                                  help="Fine-tuning linear warm-up, epochs."),
     quant_method: Optional[str] = typer.Option(None, "--quant-method",
                                                help="int8 calibration: minmax|entropy|percentile"),
     calib_images: Optional[int] = typer.Option(None, "--calib-images",
@@ -174,8 +211,16 @@ def run(
             "coreml": {k: v for k, v in {"deployment_target": coreml_deployment_target,
                                          "input_type": coreml_input_type,
                                          "compute_units": _csv(coreml_compute_units)}.items()
-                       if v is not None}})
-        outcome = execute(cfg, _Progress())
+                       if v is not None},
+            "train": {k: v for k, v in {"lr": lr, "batch_size": batch_size,
+                                        "weight_decay": weight_decay,
+                                        "warmup_epochs": warmup_epochs}.items()
+                      if v is not None}})
+        from pipeline.progress import use_sink
+
+        progress = _Progress()
+        with use_sink(progress):
+            outcome = execute(cfg, progress)
         print_nodes(outcome.report)
         said: set[tuple[str, str]] = set()
         for node in outcome.report["nodes"]:

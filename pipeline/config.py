@@ -101,6 +101,19 @@ class CoremlConfig(_Strict):
         description="compute units the macOS check runs MLModel.predict on")
 
 
+class TrainSettings(_Strict):
+    """Fine-tuning settings; each left unset takes the model family's recipe (pipeline.recipe)."""
+
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate")
+    batch_size: int | None = Field(None, ge=2, description="training batch size")
+    weight_decay: float | None = Field(None, ge=0, description="AdamW weight decay (not on "
+                                       "BatchNorm parameters and biases)")
+    warmup_epochs: float | None = Field(None, ge=0, description="linear warm-up before the "
+                                        "cosine decay, in epochs")
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="cross-entropy label "
+                                          "smoothing")
+
+
 class PipelineConfig(_Strict):
     model: str = "mobilenet_v2"
     weights: Path | None = None
@@ -144,6 +157,7 @@ class PipelineConfig(_Strict):
     bench: BenchConfig = BenchConfig()
     tensorrt: TensorrtConfig = TensorrtConfig()
     coreml: CoremlConfig = CoremlConfig()
+    train: TrainSettings = TrainSettings()
     parity: ParityConfig = ParityConfig()
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
 

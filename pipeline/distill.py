@@ -9,7 +9,7 @@ here the default is 0.7, which leans on the unpruned teacher, as recovery after 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.errors import UserInputError
+from pipeline.recipe import bn_momentum
 
 __all__ = ["distillation_loss", "finetune_with_distillation", "Batches"]
 
@@ -130,24 +131,34 @@ def finetune_with_distillation(
     teacher_was_training = teacher.training
     teacher.eval()
     student.train()
-    history: list[float] = []
     try:
-        for _ in range(epochs):
-            total, count = 0.0, 0
-            for batch in batches:
-                inputs = batch[0].to(device)
-                labels = batch[1].to(device) if len(batch) > 1 and batch[1] is not None else None
-                with torch.no_grad():
-                    teacher_logits = teacher(inputs)
-                loss = distillation_loss(student(inputs), teacher_logits, labels, T, alpha)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) * len(inputs)
-                count += len(inputs)
-            history.append(total / count)
+        with bn_momentum(student):   # see pipeline.recipe: V3's 0.01 lags a short run
+            history = _epochs(student, teacher, batches, epochs, optimizer, scheduler, T, alpha,
+                              device)
     finally:
         teacher.train(teacher_was_training)
         student.eval()
+    return history
+
+
+def _epochs(student: nn.Module, teacher: nn.Module, batches: Iterable[Sequence[Tensor]],
+            epochs: int, optimizer: torch.optim.Optimizer, scheduler: Any, T: float,
+            alpha: float, device: torch.device) -> list[float]:
+    """The distillation epochs; the mean loss of each."""
+    history: list[float] = []
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for batch in batches:
+            inputs = batch[0].to(device)
+            labels = batch[1].to(device) if len(batch) > 1 and batch[1] is not None else None
+            with torch.no_grad():
+                teacher_logits = teacher(inputs)
+            loss = distillation_loss(student(inputs), teacher_logits, labels, T, alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(inputs)
+            count += len(inputs)
+        history.append(total / count)
     return history

@@ -1,7 +1,10 @@
-"""Training loop of the ``finetune`` stage: augmentation, AdamW, cosine schedule, best checkpoint.
+"""Training loop of the ``finetune`` stage: augmentation, AdamW with the family's recipe
+(pipeline.recipe), warm-up + cosine schedule, best checkpoint, and divergence caught early.
 
 Deliberately small: the job is to produce a *trained* model (int8 and pruning parity are
-meaningless on random weights), not to win a leaderboard.
+meaningless on random weights), not to win a leaderboard. A loss that turns NaN/Inf, or a
+validation accuracy still at chance after :attr:`TrainConfig.chance_after` epochs, stops the run
+with :class:`TrainingDiverged` (the history so far is kept for the report).
 """
 from __future__ import annotations
 
@@ -15,19 +18,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import StageError
+from pipeline.progress import start_task
+from pipeline.recipe import TrainRecipe, bn_momentum, chance_limit, parameter_groups, schedule
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int
-    batch_size: int = 32
-    lr: float = 1e-2
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
+    recipe: TrainRecipe = TrainRecipe()
     max_shift: float = 0.05       # random translation, fraction of the side
     hflip: bool = False           # off for digits: a mirrored 3 is not a 3
     seed: int = 0
+    chance_after: int = 3         # epochs after which validation at chance is an error
+    num_classes: int | None = None  # for the chance level (default: from the labels)
 
 
 @dataclass
@@ -36,6 +42,16 @@ class TrainResult:
     best_val_accuracy: float
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class TrainingDiverged(StageError):
+    """Training went nowhere: the loss is not finite or the model guesses. ``history`` holds the
+    epochs so far (loss, validation accuracy)."""
+
+    def __init__(self, message: str, history: list[dict[str, float]]) -> None:
+        super().__init__("finetune", message)
+        self.history = history
+        self.record = {"info": {"history": history, "diverged": message}}
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, max_shift: float,
@@ -61,39 +77,67 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, len(y))
 
 
+def _diverged(what: str, epoch: int, cfg: TrainConfig) -> str:
+    r = cfg.recipe
+    return (f"training diverged: {what} in epoch {epoch + 1} of {cfg.epochs} (lr {r.lr:g}, "
+            f"batch size {r.batch_size}, warm-up {r.warmup_epochs:g} epochs, {r.source}); lower "
+            "--lr, raise --warmup-epochs or --batch-size (or the YAML train: section)")
+
+
 def train(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
           y_val: np.ndarray, cfg: TrainConfig) -> TrainResult:
-    """Train ``model`` in place; at the end it holds the weights of the best validation epoch."""
+    """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
+    Raises :class:`TrainingDiverged` (see the module doc)."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
+    recipe = cfg.recipe
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val).long()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(yt) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps,
-                                                          eta_min=cfg.lr * 0.02)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    optimiser = torch.optim.AdamW(parameter_groups(model, recipe.weight_decay), lr=recipe.lr)
+    steps_per_epoch = math.ceil(len(yt) / recipe.batch_size)
+    lr_schedule = schedule(optimiser, recipe, steps_per_epoch, cfg.epochs)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    classes = cfg.num_classes or int(max(y_train.max(initial=0), y_val.max(initial=0))) + 1
+    at_chance = chance_limit(classes, len(yv))
     best = TrainResult(best_epoch=-1, best_val_accuracy=-1.0)
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(yt), generator=generator)
-        total = 0.0
-        for batch in order.split(cfg.batch_size):
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(augment(xt[batch], generator, cfg.max_shift, cfg.hflip)),
-                           yt[batch])
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += float(loss.detach()) * len(batch)
-        val = accuracy(model, xv, yv)
-        best.history.append({"epoch": epoch, "loss": total / len(yt), "val_accuracy": val})
-        log.info("epoch %d loss %.4f val %.4f", epoch, total / len(yt), val)
-        if val > best.best_val_accuracy:
-            best.best_epoch, best.best_val_accuracy = epoch, val
-            best_state = copy.deepcopy(model.state_dict())
+    task = start_task("finetune", cfg.epochs * steps_per_epoch)
+    try:
+        with bn_momentum(model):
+            for epoch in range(cfg.epochs):
+                model.train()
+                order = torch.randperm(len(yt), generator=generator)
+                total = 0.0
+                for step, batch in enumerate(order.split(recipe.batch_size)):
+                    optimiser.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(augment(xt[batch], generator, cfg.max_shift, cfg.hflip)),
+                                   yt[batch])
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(_diverged(f"the loss became {value} at batch "
+                                                         f"{step + 1}", epoch, cfg), best.history)
+                    loss.backward()
+                    optimiser.step()
+                    lr_schedule.step()
+                    total += value * len(batch)
+                    task.update(epoch * steps_per_epoch + step + 1,
+                                f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}")
+                val = accuracy(model, xv, yv)
+                best.history.append({"epoch": epoch, "loss": total / len(yt),
+                                     "val_accuracy": val})
+                task.line(f"epoch {epoch + 1}/{cfg.epochs}  loss {total / len(yt):.4f}  "
+                          f"validation accuracy {100 * val:.1f} %")
+                if val > best.best_val_accuracy:
+                    best.best_epoch, best.best_val_accuracy = epoch, val
+                    best_state = copy.deepcopy(model.state_dict())
+                if epoch + 1 >= cfg.chance_after and val <= at_chance:
+                    raise TrainingDiverged(_diverged(
+                        f"validation accuracy {100 * val:.1f} % is at chance (at most "
+                        f"{100 * at_chance:.1f} % on {len(yv)} images)", epoch, cfg),
+                        best.history)
+    finally:
+        task.close()
     model.load_state_dict(best_state)
     model.eval()
     best.seconds = time.perf_counter() - start

@@ -206,7 +206,9 @@ class Graph:
                 progress(stage.name, "failed", seconds)
             if isinstance(exc, UserInputError):
                 raise
-            return NodeResult(stage, "failed", seconds=seconds, error=message, key=key)
+            partial = getattr(exc, "record", None)   # what a stage measured before failing
+            return NodeResult(stage, "failed", record=partial if isinstance(partial, dict) else {},
+                              seconds=seconds, error=message, key=key)
         cache.store(key, stage.name, outputs, record)
         seconds = time.perf_counter() - start
         if progress:

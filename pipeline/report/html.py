@@ -36,6 +36,8 @@ def report_plots(nodes: list[dict[str, Any]]) -> list[dict[str, str]]:
             (plots.accuracy_svg(nodes), "Accuracy on the labelled evaluation set with its 95 % "
                                         "interval; dashed line: the reference's accuracy.")]
     for node in nodes:
+        made.append((plots.training_svg(node), f"{node['name']}: training loss (blue, left) "
+                     "and validation accuracy (green, right) per epoch."))
         made.append((plots.sensitivity_svg(node), f"{node['name']}: the most sensitive layers "
                      "(output error with that layer alone quantized, log scale); orange: kept "
                      "in float by the mixed-precision fallback; dashed: the all-int8 model's "

@@ -146,3 +146,28 @@ def sensitivity_svg(node: dict[str, Any], top: int = 20) -> str | None:
     axes.set_xlabel("output error, layer alone quantized")
     axes.grid(axis="x", alpha=0.3)
     return _svg(figure)
+
+
+def training_svg(node: dict[str, Any]) -> str | None:
+    """A training node's curves: the mean training loss (left axis) and the validation accuracy
+    (right axis) per epoch."""
+    history = (node.get("info") or {}).get("history") or []
+    points = [h for h in history
+              if isinstance(h, dict) and {"epoch", "loss", "val_accuracy"} <= set(h)]
+    if not points:
+        return None
+    figure = _figure(6, width=7.5)
+    loss_axes = figure.subplots()
+    epochs = [int(h["epoch"]) + 1 for h in points]
+    losses = [h["loss"] if h["loss"] is not None else float("nan") for h in points]
+    loss_axes.plot(epochs, losses, marker="o", color="#1565c0", label="training loss")
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("training loss", color="#1565c0")
+    loss_axes.set_xticks(epochs)
+    loss_axes.grid(alpha=0.3)
+    accuracy_axes = loss_axes.twinx()
+    accuracy_axes.plot(epochs, [100 * h["val_accuracy"] for h in points], marker="s",
+                       color="#2e7d32", label="validation accuracy")
+    accuracy_axes.set_ylabel("validation accuracy, %", color="#2e7d32")
+    accuracy_axes.set_ylim(0, 100)
+    return _svg(figure)

@@ -6,6 +6,7 @@ here. The node's gate is the held-out accuracy against ``min_accuracy`` when tha
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from pipeline.evaluation import evaluation_set
 from pipeline.finetune import TrainConfig, accuracy, train
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.parity import ParityResult
+from pipeline.recipe import TrainRecipe, recipe_for
 
 
 def training_set(ctx: RunContext) -> LabelledSet:
@@ -31,9 +33,15 @@ def training_set(ctx: RunContext) -> LabelledSet:
                          "set train_dir to a labelled folder root/<class>/<image>")
 
 
+def recipe(ctx: RunContext) -> TrainRecipe:
+    """The model family's recipe with the user's ``train:`` settings."""
+    return recipe_for(ctx.config.model, ctx.config.train.model_dump())
+
+
 class FinetuneStage(Stage):
     stage = "finetune"
-    version = 1
+    #: 2: the family's recipe (pipeline.recipe), BatchNorm momentum 0.1 while training
+    version = 2
     tools = ("torch", "scikit-learn", "pillow")
     outputs = ("trained_weights",)
 
@@ -45,7 +53,7 @@ class FinetuneStage(Stage):
         return {"model": self.ctx.model_identity, "epochs": c.finetune_epochs,
                 "dataset": c.dataset, "train_dir": str(c.train_dir) if c.train_dir else None,
                 "eval": self.ctx.eval_identity, "seed": c.parity.seed,
-                "min_accuracy": c.min_accuracy}
+                "min_accuracy": c.min_accuracy, "recipe": recipe(self.ctx).identity()}
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         from pipeline.stages.load import build_reference_model, save_weights
@@ -62,15 +70,17 @@ class FinetuneStage(Stage):
         n_val = max(1, len(data) // 10)
         val, fit = data.subset(sorted(order[:n_val])), data.subset(sorted(order[n_val:]))
         model = build_reference_model(ctx)
+        chosen = recipe(ctx)
         result = train(model, fit.batch(prep), fit.labels, val.batch(prep), val.labels,
-                       TrainConfig(epochs=c.finetune_epochs, seed=c.parity.seed,
-                                   hflip=c.dataset != "digits"))
+                       TrainConfig(epochs=c.finetune_epochs, recipe=chosen, seed=c.parity.seed,
+                                   hflip=c.dataset != "digits", num_classes=c.num_classes))
         path = workdir / "trained.safetensors"
         save_weights(model, path)
         record: dict[str, Any] = {"info": {"train_images": len(fit), "val_images": len(val),
                                            "best_epoch": result.best_epoch,
                                            "best_val_accuracy": result.best_val_accuracy,
                                            "history": result.history,
+                                           "recipe": asdict(chosen),
                                            "train_seconds": round(result.seconds, 1)}}
         held_out = evaluation_set(ctx)
         if held_out is not None:

@@ -31,7 +31,8 @@ PRUNE_TOLERANCE = Tolerance(min_top1=0.9, in_distribution_only=True)
 
 class PruneStage(Stage):
     stage = "prune"
-    version = 1
+    #: 2: distillation trains with BatchNorm momentum 0.1 (pipeline.recipe; changes V3 only)
+    version = 2
     tools = ("torch", "torch-pruning")
     outputs = ("pruned_weights",)
 

@@ -68,7 +68,7 @@ def test_yaml_lists_and_comma_strings_agree(tmp_path: Path) -> None:
 def test_every_run_option_has_a_config_key() -> None:
     """The module's promise: every CLI option of ``run`` has a key of the same name; a
     ``--<section>-<key>`` option, that key of the section (``--coreml-input-type``:
-    ``coreml: {input_type}``)."""
+    ``coreml: {input_type}``); the training options, that key of ``train:``."""
     import typer.main
 
     from pipeline.cli import app
@@ -77,10 +77,14 @@ def test_every_run_option_has_a_config_key() -> None:
     options = [p for p in run.params if p.name not in ("config", "debug")]
     assert options
     sections = {"coreml": PipelineConfig.model_fields["coreml"].annotation}
+    #: the training options are unprefixed (``--lr``, as training tools spell them): train: {lr}
+    training = PipelineConfig.model_fields["train"].annotation.model_fields
     for option in options:
         flag = max(option.opts, key=len).lstrip("-").replace("-", "_")
         section, _, key = flag.partition("_")
-        if section in sections:
+        if flag in ("lr", "batch_size", "weight_decay", "warmup_epochs"):
+            assert flag in training, f"--{flag} has no train key"
+        elif section in sections:
             assert key in sections[section].model_fields, f"--{flag} has no {section} key"
         else:
             assert flag in PipelineConfig.model_fields, f"--{flag} has no config key"

@@ -146,3 +146,14 @@ def test_writer_and_report_command_write_the_page(tiny_run, tmp_path: Path,
     assert "report.html not written (ValueError: no fonts)" in capsys.readouterr().err
     assert not (run_dir / "report.html").exists()           # no page from an older render
     assert (run_dir / "report.md").is_file() and (run_dir / "report.json").is_file()
+
+
+def test_a_training_node_gets_its_loss_and_accuracy_curves() -> None:
+    history = [{"epoch": 0, "loss": 2.3, "val_accuracy": 0.31},
+               {"epoch": 1, "loss": 0.9, "val_accuracy": 0.874}]
+    node = _node("finetune", info={"history": history})
+    plots = report_plots([node])
+    curves = [p for p in plots if p["caption"].startswith("finetune: training loss")]
+    assert len(curves) == 1
+    assert "validation accuracy, %" in curves[0]["svg"] and "training loss" in curves[0]["svg"]
+    assert report_plots([_node("finetune", info={"history": []})]) == report_plots([_node("finetune")])
