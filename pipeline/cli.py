@@ -236,6 +236,9 @@ def run(
                 console.print(f"[red]{node['target']} unavailable[/]: "
                               f"{escape(str(node['error']))}", highlight=False)
         console.print(f"report: {outcome.out_dir / 'report.json'}", highlight=False)
+        if not outcome.pages_rendered:
+            console.print("report.md and report.html unchanged (same artifacts and verdicts); "
+                          "`mobile-export report DIR` renders them again", highlight=False)
         return outcome.exit_code
 
     _guard(debug, body)

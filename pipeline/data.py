@@ -330,6 +330,8 @@ class LabelledSet:
 
 
 DIGITS_SPLITS = ("train", "calib", "eval")
+#: the digits' class names, in label order (known without loading the dataset)
+DIGITS_CLASSES = tuple(str(d) for d in range(10))
 
 
 def render_digit(image: np.ndarray, scale: int = 8) -> np.ndarray:
@@ -354,7 +356,7 @@ def digits_splits(seed: int = 0) -> dict[str, LabelledSet]:
                                        stratify=digits.target[rest])
     everything = LabelledSet([f"digits:{i}" for i in index],
                              [render_digit(img) for img in digits.images],
-                             digits.target.astype(np.int64), [str(d) for d in range(10)])
+                             digits.target.astype(np.int64), list(DIGITS_CLASSES))
     return {name: everything.subset(sorted(part.tolist()))
             for name, part in zip(DIGITS_SPLITS, (train, calib, held_out))}
 

@@ -26,6 +26,7 @@ class RunOutcome:
     report: dict[str, Any]
     out_dir: Path
     exit_code: int
+    pages_rendered: bool = True   # False: report.md/html were unchanged and kept
 
 
 def default_out_dir(config: PipelineConfig, label: str) -> Path:
@@ -75,5 +76,6 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
         "nodes": nodes,
     }
     report["exit_code"] = exit_code_for(nodes)
-    write_report(merge(stamp(report), previous_report(out_dir)), out_dir)
-    return RunOutcome(report, out_dir, report["exit_code"])
+    previous = previous_report(out_dir)
+    rendered = write_report(merge(stamp(report), previous), out_dir, previous)
+    return RunOutcome(report, out_dir, report["exit_code"], rendered)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from pipeline.run import execute
 
@@ -66,6 +67,43 @@ def test_rerun_is_cached_and_runs_no_stage(tiny_run, monkeypatch) -> None:
     assert [n["cached"] for n in again.report["nodes"]] == [True] * 4
     assert again.report["nodes"][-1]["artifact"]["sha256"] == \
         tiny_run.report["nodes"][-1]["artifact"]["sha256"]
+
+
+def test_a_cached_rerun_keeps_the_unchanged_pages_and_rewrites_report_json(tiny_run,
+                                                                          monkeypatch) -> None:
+    """Rendering report.md/html (matplotlib) was most of a cached rerun; the same artifacts and
+    verdicts give the same pages, so they are kept, and rendered again when one is missing."""
+    from pipeline.config import PipelineConfig
+    from pipeline.report import writer
+
+    config = PipelineConfig.model_validate(tiny_run.report["run"]["config"])
+    execute(config)                       # the pages of a run that agrees with this one
+    rendered: list[Path] = []
+    real = writer.render_pages
+    monkeypatch.setattr(writer, "render_pages", lambda report, out: rendered.append(out) or
+                        real(report, out))
+    again = execute(config)
+    assert not again.pages_rendered and rendered == []
+    stored = json.loads((again.out_dir / "report.json").read_text())
+    assert all(n["cached"] for n in stored["nodes"]), "report.json describes this run"
+    (again.out_dir / "report.html").unlink()
+    assert execute(config).pages_rendered and rendered == [again.out_dir]
+    assert (again.out_dir / "report.html").is_file()
+
+
+def test_the_content_digest_ignores_times_and_cached_flags_only(tiny_run) -> None:
+    import copy
+
+    from pipeline.report.writer import content_digest
+
+    report = copy.deepcopy(tiny_run.report)
+    base = content_digest(report)
+    for node in report["nodes"]:
+        node.update(seconds=node["seconds"] + 1, cached=True, status="cached",
+                    run={"finished": "later", "config_sha256": "0" * 64})
+    assert content_digest(report) == base
+    report["nodes"][0]["parity"]["verdict"] = "fail"
+    assert content_digest(report) != base
 
 
 def test_forced_stage_reruns_downstream(tiny_run) -> None:
