@@ -21,10 +21,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from targets.tensorrt.runner import MIN_TENSORRT
+
 #: (major, minor) -> newest ONNX opset the TensorRT ONNX parser of that release accepts.
 MAX_OPSET = {(10, 0): 20, (10, 15): 24}
 MIN_OPSET = 9
-MIN_TENSORRT = (10, 0)
 
 #: Ops TensorRT 10's ONNX parser supports (default domain), from onnx-tensorrt docs/operators.md.
 SUPPORTED_OPS = frozenset("""

@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 
 from targets.base import Runner
-from targets.tensorrt.check import MIN_TENSORRT
+
+#: the oldest TensorRT release supported (here, not in .check, so that checking for TensorRT
+#: does not import onnx)
+MIN_TENSORRT = (10, 0)
 
 
 def _import_tensorrt() -> tuple[Any, str | None]:
