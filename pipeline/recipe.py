@@ -28,14 +28,13 @@ lr 5e-3, smoothing 0.1                                                   94.2 %
 ================================================  =========  =========  ==========
 
 V3 starts unstably at lr 1e-2 (a first-epoch loss of 2.87 for V3-L, above chance's 2.30, and a
-validation accuracy that dips to 0.8 % in the second epoch without warm-up): hard-swish and the
-squeeze-excitation gates see the largest early gradients (median gradient norm 10 in the first
-epoch against 3 later). So V3 trains at half the rate, after one epoch of linear warm-up, with
-label smoothing 0.1 (timm's training default, which its MobileNetV3 recipes use). For every
-family, no weight decay on BatchNorm parameters and biases (:func:`parameter_groups`). V1/V2
-keep lr 1e-2 without warm-up or smoothing (97.2 % / 96.7 % at 128 px). Every value is
-overridable (``--lr``, ``--batch-size``, ``--weight-decay``, ``--warmup-epochs``, the YAML
-``train:`` section).
+validation accuracy that dips to 0.8 % in the second epoch without warm-up); its gradients are
+largest early (V3-Small: median gradient norm 10 in the first epoch against 3 in the fourth).
+So V3 trains at half the rate, after one epoch of linear warm-up, with label smoothing 0.1
+(timm's training default, which its MobileNetV3 recipes use). For every family, no weight
+decay on BatchNorm parameters and biases (:func:`parameter_groups`). V1/V2 keep lr 1e-2
+without warm-up or smoothing (97.2 % / 96.7 % at 128 px). Every value is overridable (``--lr``,
+``--batch-size``, ``--weight-decay``, ``--warmup-epochs``, the YAML ``train:`` section).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 The QDQ int8 stage (pipeline.int8.stage) with the encoding TensorRT's parser accepts: int8
 activations with zero point 0 and float biases (pipeline.int8.qdq), from the run's one
-calibration (shared with ``onnx:int8``) and with the same mixed-precision fallback. TensorRT does not run here, so the graph is checked on
-ONNX Runtime CPU and labelled so; the engines are built from it by targets.tensorrt.
+calibration (shared with ``onnx:int8``) and with the same mixed-precision fallback. TensorRT
+does not run here, so the graph is checked on ONNX Runtime CPU and labelled so; the engines are
+built from it by targets.tensorrt.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class TensorrtQdqStage(QdqQuantizeStage):
     activations = "int8"
     filename = "model_int8_qdq.onnx"
     parity_runtime = QDQ_RUNTIME
-    latency_note = "ONNX Runtime CPU latency of the Q/DQ graph; says nothing about TensorRT latency"
+    latency_note = ("ONNX Runtime CPU latency of the Q/DQ graph; says nothing about TensorRT "
+                    "latency")
 
     @property
     def name(self) -> str:
