@@ -40,8 +40,9 @@ def recipe(ctx: RunContext) -> TrainRecipe:
 
 class FinetuneStage(Stage):
     stage = "finetune"
-    #: 2: the family's recipe (pipeline.recipe), BatchNorm momentum 0.1 while training
-    version = 2
+    #: 2: the family's recipe (pipeline.recipe), BatchNorm momentum 0.1 while training;
+    #: 3: trains in the channels-last layout (pipeline.finetune.channels_last)
+    version = 3
     tools = ("torch", "scikit-learn", "pillow")
     outputs = ("trained_weights",)
 

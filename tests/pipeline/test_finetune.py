@@ -47,6 +47,8 @@ def test_every_family_trains_well_above_chance(digits, name: str, width: float) 
     assert not model.training
     assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == momenta, \
         "the model's own BatchNorm momentum is restored after training"
+    assert all(p.is_contiguous() for p in model.parameters()), \
+        "trained in channels-last, given back in the standard layout"
 
 
 class _Constant(nn.Module):
