@@ -26,8 +26,10 @@ class TargetUnavailableError(MobileExportError):
 
 
 class StageError(MobileExportError):
-    """A stage failed while running; names the stage and the cause."""
+    """A stage failed while running; names the stage and the cause. ``record``: what the stage
+    measured before it failed (e.g. the training epochs so far), kept in its report node."""
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: str, message: str, record: dict | None = None) -> None:
         super().__init__(f"stage '{stage}' failed: {message}")
         self.stage = stage
+        self.record = record or {}

@@ -51,9 +51,8 @@ class TrainingDiverged(StageError):
     epochs so far (loss, validation accuracy)."""
 
     def __init__(self, message: str, history: list[dict[str, float]]) -> None:
-        super().__init__("finetune", message)
+        super().__init__("finetune", message, {"info": {"history": history, "diverged": message}})
         self.history = history
-        self.record = {"info": {"history": history, "diverged": message}}
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, max_shift: float,

@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar
 
 from pipeline.artifact import Artifact
 from pipeline.cache import Cache, cache_key
-from pipeline.errors import MobileExportError, UserInputError
+from pipeline.errors import MobileExportError, StageError, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,9 @@ class Graph:
                 progress(stage.name, "failed", seconds)
             if isinstance(exc, UserInputError):
                 raise
-            partial = getattr(exc, "record", None)   # what a stage measured before failing
-            return NodeResult(stage, "failed", record=partial if isinstance(partial, dict) else {},
-                              seconds=seconds, error=message, key=key)
+            partial = exc.record if isinstance(exc, StageError) else {}   # measured before failing
+            return NodeResult(stage, "failed", record=partial, seconds=seconds, error=message,
+                              key=key)
         cache.store(key, stage.name, outputs, record)
         seconds = time.perf_counter() - start
         if progress:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 import torch
 from torch import nn
 
@@ -30,7 +31,7 @@ def test_user_settings_override_the_recipe_and_enter_the_cache_key() -> None:
     assert chosen.label_smoothing == recipe(base).label_smoothing > 0
     assert "overridden: ['batch_size', 'lr']" in chosen.source
     assert FinetuneStage(base).config() != FinetuneStage(tuned).config()
-    with pytest.raises(Exception, match="lr"):
+    with pytest.raises(ValidationError, match="lr"):
         PipelineConfig(train={"lr": -1})
 
 
