@@ -126,6 +126,7 @@ class Target(ABC):
     platform: ClassVar[str]                  # folder under artifacts/ for published copies
     precisions: ClassVar[tuple[str, ...]]
     suffixes: ClassVar[tuple[str, ...]]      # artifact file suffixes its runner can run
+    sidecars: ClassVar[tuple[str, ...]] = ()  # files write_sidecar puts beside the artifacts
 
     def unavailable_reason(self) -> str | None:
         """None when converter and runtime are present here, else why not (one line)."""
@@ -159,6 +160,13 @@ class Target(ABC):
         from pipeline.files import atomic_copy
 
         atomic_copy(src, dst)  # type: ignore[arg-type]
+
+    def checked_on(self, node: dict) -> tuple[str, bool]:
+        """What ran a report node's checks, and whether that was a proxy for the runtime the
+        artifact is deployed on (e.g. an evaluator standing in for a phone's runtime).
+        Default: the runtime itself, named by the node's parity or latency record."""
+        parity, latency = node.get("parity") or {}, node.get("latency") or {}
+        return str(parity.get("runtime") or latency.get("runtime") or self.name), False
 
     def artifact_digest(self, path: "object") -> str:
         """The digest the run recorded for an artifact file of this target (``verify``)."""

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from targets.base import Runner, Target, register
-from targets.coreml.runner import ON_MACOS, CoremlRuntimeRunner, MilEvaluatorRunner
+from targets.coreml.runner import (ON_MACOS, RUNTIME_PREFIX, CoremlRuntimeRunner,
+                                   MilEvaluatorRunner)
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
 INPUT_TYPES = ("tensor", "image")
@@ -121,6 +122,11 @@ class CoremlTarget(Target):
             mlpackage.replace_dir(staged, dst)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def checked_on(self, node: dict) -> tuple[str, bool]:
+        """Off macOS a package is checked by the MIL reference evaluator: a proxy."""
+        runtime, _ = super().checked_on(node)
+        return runtime, not runtime.startswith(RUNTIME_PREFIX)
 
     def artifact_digest(self, path: Path) -> str:
         """A package's canonical digest (its manifest's paths checked before reading)."""

@@ -12,6 +12,8 @@ import numpy as np
 from targets.base import Runner
 
 ON_MACOS = sys.platform == "darwin"
+#: how a parity record names a check by Core ML itself (anything else is a proxy for it)
+RUNTIME_PREFIX = "Core ML (MLModel.predict)"
 PREPROCESSING_KEY = "com.mobile-export.preprocessing"
 
 

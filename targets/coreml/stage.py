@@ -9,7 +9,8 @@ import numpy as np
 
 from pipeline.errors import StageError
 from pipeline.graph import OutputFile, Stage, StageOutput
-from targets.coreml.runner import ON_MACOS, CoremlRuntimeRunner, MilEvaluatorRunner
+from targets.coreml.runner import (ON_MACOS, RUNTIME_PREFIX, CoremlRuntimeRunner,
+                                   MilEvaluatorRunner)
 
 if TYPE_CHECKING:
     from pipeline.verify import Checks
@@ -34,7 +35,8 @@ def verify_package(path: Path, reference: Any, tol: Any, bench: Any, threads: in
         parity = first.parity.worst_of({f"compute units {unit}": checks.parity
                                         for unit, checks in per_unit.items()
                                         if unit != compute_units[0]})
-        parity.runtime = "Core ML (MLModel.predict), compute units " + " and ".join(compute_units)
+        parity.runtime = (f"{RUNTIME_PREFIX}, compute units "
+                          + " and ".join(compute_units))
         latency = dict(per_unit[compute_units[-1]].latency or {})
         latency["compute_units"] = {unit: checks.latency for unit, checks in per_unit.items()}
         return Checks(parity, first.accuracy, latency, per_unit=per_unit)

@@ -44,6 +44,7 @@ class TensorrtTarget(Target):
     platform = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     suffixes = (".engine",)
+    sidecars = (SIDECAR,)
 
     def unavailable_reason(self) -> str | None:
         from targets.tensorrt.cuda import cuda_device_problem
@@ -72,6 +73,11 @@ class TensorrtTarget(Target):
         if output == "onnx_int8_trt":
             return "model_int8_qdq.onnx"
         return f"model_{precision}{suffix}"
+
+    def checked_on(self, node: dict) -> tuple[str, bool]:
+        """An engine is checked on TensorRT; the Q/DQ ONNX only on ONNX Runtime: a proxy."""
+        runtime, _ = super().checked_on(node)
+        return runtime, not runtime.startswith("TensorRT ")
 
     def write_sidecar(self, folder: Path, nodes: list[dict]) -> None:
         """``model.json``: per published file its sha256, input, profile, and for engines the

@@ -29,6 +29,7 @@ class TfliteTarget(Target):
     platform = "android"
     precisions = ("fp32", "fp16", "int8")
     suffixes = (".tflite",)
+    sidecars = ("model.json",)   # targets.tflite.sidecar.SIDECAR (imported lazily: it loads numpy)
 
     def unavailable_reason(self) -> str | None:
         missing = [m for m in RUNTIME_MODULES if importlib.util.find_spec(m) is None]
