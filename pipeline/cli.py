@@ -1,4 +1,4 @@
-"""The ``mobile-export`` command: run, zoo, report, verify."""
+"""The ``mobile-export`` command: run, zoo, report, verify, publish, verify-release, keygen."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_OK, MobileExportError
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, MobileExportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PyTorch vision models to verified, benchmarked deployment artifacts.")
@@ -308,6 +308,80 @@ def verify(artifact: Path = typer.Argument(..., help="An artifact (.onnx, .pt2, 
         result = verify_artifact(artifact, run_dir, threads)
         out.print(json.dumps(result, indent=1, default=str))
         return 0 if result["verdict"] == "pass" else 1
+
+    _guard(debug, body)
+
+
+@app.command()
+def publish(run_dir: Path = typer.Argument(..., help="The report folder of a run."),
+            to: str = typer.Option(..., "--to", help="Folder or URL: file://, s3://, gs://."),
+            key: Optional[Path] = typer.Option(None, "--key", help="EC P-256 private key (PEM)."),
+            name: Optional[str] = typer.Option(None, help="Release name (default: the model)."),
+            version: Optional[str] = typer.Option(None, help="Default: the content's digest."),
+            allow_unverified: bool = typer.Option(False, "--allow-unverified"),
+            artifacts_dir: Optional[Path] = typer.Option(None, "--artifacts-dir"),
+            endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
+                                                       help="S3-compatible endpoint."),
+            debug: bool = typer.Option(False)) -> None:
+    """Publish a run's verified artifacts as a signed release at URL/NAME/VERSION/."""
+
+    def body() -> int:
+        from pipeline.release.upload import publish_release
+
+        done = publish_release(run_dir, to, key=key, name=name, version=version,
+                               allow_unverified=allow_unverified, artifacts_dir=artifacts_dir,
+                               endpoint_url=endpoint_url)
+        state = "already published, unchanged" if done.already else "published"
+        signed = "signed" if done.manifest.signed else "UNSIGNED (no --key)"
+        out.print(f"{state}: {done.url} ({done.files} files, {done.bytes:,} bytes, {signed}, "
+                  f"{done.seconds:.1f} s)", highlight=False, soft_wrap=True)
+        if not done.manifest.verified:
+            console.print("[yellow]unverified nodes in this release:[/] "
+                          + ", ".join(done.manifest.unverified_nodes), highlight=False)
+        return EXIT_OK
+
+    _guard(debug, body)
+
+
+@app.command("verify-release")
+def verify_release(url: str = typer.Argument(..., help="URL or folder of NAME/VERSION."),
+                   public_key: Optional[Path] = typer.Option(None, "--public-key"),
+                   require_verified: bool = typer.Option(False, "--require-verified"),
+                   endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url"),
+                   debug: bool = typer.Option(False)) -> None:
+    """Check a release: COMPLETE marker, manifest, every digest, no extra file, signature."""
+
+    def body() -> int:
+        from pipeline.release.verify import verify_release as check
+
+        found = check(url, public_key, endpoint_url=endpoint_url,
+                      require_verified=require_verified)
+        for note in found.notes:
+            console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+        for problem in found.problems:
+            out.print(f"problem: {escape(problem)}", highlight=False, soft_wrap=True)
+        if found.problems:
+            return EXIT_PARITY_FAILED
+        key_note = f", signature by {public_key.name}" if public_key else ""
+        out.print(f"release OK: {found.url} ({found.files} files{key_note}, "
+                  f"{found.seconds:.1f} s)", highlight=False, soft_wrap=True)
+        return EXIT_OK
+
+    _guard(debug, body)
+
+
+@app.command()
+def keygen(folder: Path = typer.Argument(..., help="Where to write the key pair."),
+           debug: bool = typer.Option(False)) -> None:
+    """Write an EC P-256 key pair for signing releases (never over an existing key)."""
+
+    def body() -> int:
+        from pipeline.release.signing import keygen as write_keys
+
+        private, public = write_keys(folder)
+        out.print(f"private key: {private} (keep it secret)\npublic key:  {public}",
+                  highlight=False)
+        return EXIT_OK
 
     _guard(debug, body)
 
