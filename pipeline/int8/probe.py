@@ -47,6 +47,14 @@ class Probe:
         n = len(batch)
         return cls(ParityInputs([f"probe:{i}" for i in range(n)], ["probe"] * n, batch), expected)
 
+    def sample(self, n: int) -> "Probe":
+        """At most ``n`` of the probe's inputs, evenly spaced: deterministic, and a spread of
+        classes (the evaluation split is shuffled)."""
+        if len(self.inputs) <= n:
+            return self
+        chosen = np.linspace(0, len(self.inputs) - 1, n).round().astype(int)
+        return Probe.of_arrays(self.inputs.batch[chosen], self.expected[chosen])
+
     def save(self, path: Path) -> Path:
         """Write the probe to ``path`` (.npz) for a converter's child process."""
         with open(path, "wb") as handle:

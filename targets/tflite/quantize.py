@@ -13,7 +13,8 @@ own two steps are split so that one calibration serves many quantizations, as
 
 A layer is named by its output tensor in the calibrated model (what ``denylisted_nodes``
 matches). :func:`mixed_precision_candidates` ranks the weighted layers with the one ranking of
-``pipeline.int8.search`` (each layer alone quantized) and writes the candidate models with the
+``pipeline.int8.search`` (each layer alone quantized; on a sample of the probe, the layers
+shared among one single-threaded process per core) and writes the candidate models with the
 top k layers in float; the stage then judges each with the real gates. The Quantization Debugger's own per-layer statistic
 (``rmse/scale``) is not used to rank: it measures each op's rounding against its own quantization
 step, which is ~0.29 (uniform rounding noise) for every layer of the trained MobileNetV2 and does
@@ -103,37 +104,82 @@ def op_outputs(model: bytes) -> list[str]:
     return [tensors[op["outputs"][0]]["name"] for op in ops if op["outputs"]]
 
 
+#: probe inputs the ranking runs (the candidates are then judged on the whole parity set): the
+#: ranking's cost is one mostly-float inference per layer and input, 61 of its 75 s for the
+#: built-in model on all 360 (AMD EPYC Zen 4, 1 thread); the order of the top layers is what
+#: matters, and a single layer's effect is the same on every input, so a sample ranks alike
+RANKING_PROBE_INPUTS = 96
+
+
+def _rank_chunk(calibrated_path: str, probe_path: str, layers: list[str], every_op: list[str],
+                scratch: str, layout: str, per_channel: bool) -> dict[str, float]:
+    """Sensitivity of ``layers``, each alone quantized (a ranking worker's share, 1 thread)."""
+    from pipeline.int8.probe import Probe
+    from pipeline.int8.search import rank_alone
+    from targets.tflite.runner import LiteRTRunner
+
+    calibrated = Path(calibrated_path).read_bytes()
+    probe, path = Probe.load(Path(probe_path)), Path(scratch)
+
+    def alone(tensor: str) -> Path:   # that layer alone quantized: every other op denylisted
+        others = [name for name in every_op if name != tensor]
+        path.write_bytes(quantize_calibrated(calibrated, per_channel=per_channel,
+                                             float_layers=others))
+        return path
+
+    try:
+        return rank_alone(layers, alone, probe, lambda model: LiteRTRunner(model, 1, layout))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def rank_layers(calibrated_path: str, probe_path: str, layers: list[str], out: Path, *,
+                layout: str, per_channel: bool, workers: int) -> dict[str, float]:
+    """Layer -> sensitivity, most sensitive first (pipeline.int8.search.rank_alone), the layers
+    shared among ``workers`` processes, each measuring with one thread: every figure is the one
+    a serial ranking gives, only sooner where there are cores for it."""
+    every_op = op_outputs(Path(calibrated_path).read_bytes())
+    chunks = [layers[i::workers] for i in range(workers)]
+    args = [(calibrated_path, probe_path, chunk, every_op, str(out / f"one_layer_{i}.tflite"),
+             layout, per_channel) for i, chunk in enumerate(chunks) if chunk]
+    if len(args) == 1:
+        found = _rank_chunk(*args[0])
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: forking a process that has TensorFlow's threads running can deadlock
+        with ProcessPoolExecutor(len(args), mp_context=multiprocessing.get_context("spawn")) as pool:
+            found = {k: v for part in pool.map(_rank_chunk, *zip(*args)) for k, v in part.items()}
+    ordered = {layer: found[layer] for layer in layers}   # ties keep the model's order
+    return dict(sorted(ordered.items(), key=lambda item: -item[1]))
+
+
 def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: str, *,
                                layout: str, per_channel: bool = True, int8_io: bool = False,
                                max_float_layers: int = 8, threads: int = 1) -> dict[str, Any]:
     """Rank the weighted layers of the calibrated model by sensitivity and write the candidates
     ``mixed_<k>.tflite`` (k = 1 … cap, the top k layers in float) to ``out_dir``.
 
-    ``probe_path``: a saved :class:`pipeline.int8.probe.Probe` (inputs and reference outputs).
-    Returns the ranking (tensor -> error, most sensitive first), each layer's facts and the
-    candidate paths by k."""
+    ``probe_path``: a saved :class:`pipeline.int8.probe.Probe` (inputs and reference outputs), of
+    which :data:`RANKING_PROBE_INPUTS` rank. The ranking uses one process per usable core
+    (``threads`` is the runs' thread count elsewhere; a ranking worker runs one thread).
+    Returns the ranking (tensor -> error, most sensitive first), each layer's facts, the
+    candidate paths by k and how the ranking was made."""
     from pipeline.int8.probe import Probe
-    from pipeline.int8.search import rank_alone
-    from targets.tflite.runner import LiteRTRunner
+    from pipeline.machine import usable_cores
 
     start = time.perf_counter()
     calibrated = Path(calibrated_path).read_bytes()
-    probe = Probe.load(Path(probe_path))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = out / "one_layer.tflite"
+    probe = Probe.load(Path(probe_path)).sample(RANKING_PROBE_INPUTS)
+    sample_path = probe.save(out / "ranking_probe.npz")
     layers = weighted_layers(calibrated)
-    every_op = op_outputs(calibrated)
-
-    def alone(tensor: str) -> Path:   # that layer alone quantized: every other op denylisted
-        others = [name for name in every_op if name != tensor]
-        scratch.write_bytes(quantize_calibrated(calibrated, per_channel=per_channel,
-                                                float_layers=others))
-        return scratch
-
-    errors = rank_alone([layer["tensor"] for layer in layers], alone, probe,
-                        lambda model: LiteRTRunner(model, threads, layout))
-    scratch.unlink(missing_ok=True)
+    workers = max(1, min(usable_cores() or 1, len(layers), 8))
+    errors = rank_layers(calibrated_path, str(sample_path), [layer["tensor"] for layer in layers],
+                         out, layout=layout, per_channel=per_channel, workers=workers)
+    sample_path.unlink(missing_ok=True)
     order = list(errors)
     candidates = {}
     for k in range(1, min(max_float_layers, len(order)) + 1):
@@ -143,4 +189,5 @@ def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: s
         candidates[str(k)] = str(path)
     return {"sensitivity": {name: errors[name] for name in order},
             "layers": layers, "candidates": candidates,
+            "ranking": {"probe_inputs": len(probe.inputs), "workers": workers},
             "seconds": round(time.perf_counter() - start, 1)}

@@ -181,6 +181,11 @@ def test_int8_that_fails_its_gates_keeps_its_most_sensitive_layers_in_float(
     errors = list(mixed["sensitivity"].values())
     assert len(errors) == 53 and errors == sorted(errors, reverse=True) and errors[0] > 0
     assert mixed["int8_error"] > 0 and set(mixed["layers"]) == set(mixed["sensitivity"])
+    from pipeline.machine import usable_cores
+    from targets.tflite.quantize import RANKING_PROBE_INPUTS
+
+    assert mixed["ranking"] == {"probe_inputs": RANKING_PROBE_INPUTS,
+                                "workers": min(usable_cores() or 1, 8)}
     k = len(mixed["float_layers"])
     assert int8["parity"]["verdict"] == "pass" and 1 <= k <= config.quant.max_float_layers
     assert mixed["float_layers"] == list(mixed["sensitivity"])[:k]
