@@ -23,13 +23,14 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local
+.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local timings
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
 	@echo "make test   - set up, then run the test suite"
 	@echo "make onnx | android | ios | tensorrt | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
 	@echo "make publish URL=... KEY=... [NAME=] [VERSION=] | verify-release URL=... PUBKEY=... | keygen | ci-local"
+	@echo "make timings - cold and cached run times of make all's run, into artifacts/bench/timings.json"
 
 setup: $(STAMP)
 
@@ -63,9 +64,15 @@ tensorrt: setup
 
 # Every target this machine can build, one report (TensorRT where nvidia-smi finds a GPU).
 HAVE_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo yes)
+ALL_ARGS := $(RUN_ARGS) --targets onnx,tflite,coreml$(if $(HAVE_GPU),$(COMMA)tensorrt) \
+	--precisions fp32,fp16,int8
 all: setup
-	$(CLI) run $(RUN_ARGS) --targets onnx,tflite,coreml$(if $(HAVE_GPU),$(COMMA)tensorrt) \
-		--precisions fp32,fp16,int8
+	$(CLI) run $(ALL_ARGS)
+
+# First-run and rerun times of `make all`'s run, as a user waits for them (pipeline/timings.py):
+# a cold run into an empty artifacts folder, then cached reruns against the import floor.
+timings: setup
+	$(PY) -m pipeline.timings --cold --out artifacts/bench/timings.json -- $(ALL_ARGS)
 
 # Releases (README, "Publishing releases"): the run's verified artifacts, signed, at URL/NAME/VERSION/.
 # the report folder of the run these variables describe (zoo models; REPORT_DIR= for others)
