@@ -52,10 +52,14 @@ def default_artifacts_dir(run_dir: Path) -> Path:
     return run_dir.parent.parent
 
 
-def blocking_nodes(report: dict[str, Any]) -> list[str]:
-    """Nodes whose gate did not pass (failed, skipped, unavailable, unverified), with why."""
-    return [f"{n['name']} ({n['parity']['verdict']}: {str(n['parity'].get('reason') or n.get('error') or '')[:100]})"
-            for n in report["nodes"] if n["parity"]["verdict"] != "pass"]
+def unpassed_nodes(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Nodes whose gate did not pass (failed, skipped, unavailable, unverified)."""
+    return [n for n in report["nodes"] if n["parity"]["verdict"] != "pass"]
+
+
+def _why(node: dict[str, Any]) -> str:
+    reason = str(node["parity"].get("reason") or node.get("error") or "")[:100]
+    return f"{node['name']} ({node['parity']['verdict']}: {reason})"
 
 
 def _facts(node: dict[str, Any], target: Any) -> NodeFacts:
@@ -85,14 +89,16 @@ def _tree(root: Path, rel: str) -> list[tuple[Path, str]]:
     return files
 
 
-def _entry(path: Path, rel: str, role: str, verified: bool,
-           node: NodeFacts | None = None) -> ReleaseFile:
+def _entry(path: Path, rel: str, role: str, verified: bool, node: NodeFacts | None = None,
+           sha256: str | None = None) -> ReleaseFile:
+    """``sha256``: the file's digest where it was just computed (not read twice)."""
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise UserInputError(f"{path} is {size:,} bytes, over the {MAX_FILE_BYTES:,} a release "
                              "file may take")
     return ReleaseFile(path, FileEntry(path=safe_relpath(rel), bytes=size,
-                                       sha256=sha256_file(path), role=role,  # type: ignore[arg-type]
+                                       sha256=sha256 or sha256_file(path),
+                                       role=role,  # type: ignore[arg-type]
                                        verified=verified, node=node))
 
 
@@ -104,10 +110,11 @@ def collect(run_dir: Path, artifacts_dir: Path | None,
 
     run_dir = Path(run_dir)
     report = read_report(run_dir)
-    blocking = blocking_nodes(report)
+    blocking = unpassed_nodes(report)
     if blocking and not allow_unverified:
         raise ReleaseRefused(f"refusing to publish {run_dir}: {len(blocking)} node(s) did not "
-                             f"pass their gates: {'; '.join(blocking)}. Fix them and rerun, or "
+                             f"pass their gates: {'; '.join(map(_why, blocking))}. Fix them "
+                             "and rerun, or "
                              "pass --allow-unverified (the manifest then marks those files)")
     root = Path(artifacts_dir) if artifacts_dir is not None else default_artifacts_dir(run_dir)
     label = _single_name(report["model"].get("label"), "the report's model label")
@@ -139,7 +146,8 @@ def collect(run_dir: Path, artifacts_dir: Path | None,
                                  f"{digest[:12]}…, the report says {artifact['sha256'][:12]}…): "
                                  "it changed after the run; rerun the pipeline")
         facts = _facts(node, target)
-        files += [_entry(p, rel, "artifact", passed, facts) for p, rel in files_of]
+        single = None if path.is_dir() else digest   # a file's digest is its sha256
+        files += [_entry(p, rel, "artifact", passed, facts, single) for p, rel in files_of]
         used.setdefault(target.name, (target, folder, []))[2].append(passed)
     for target, folder, verdicts in used.values():
         for sidecar in target.sidecars:

@@ -11,7 +11,7 @@ A private key protected by a password is read with the password in ``MOBILE_EXPO
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.errors import UserInputError
 from pipeline.files import atomic_write_bytes
@@ -20,6 +20,8 @@ from pipeline.release.manifest import COMPLETE, SIGNATURE
 PASSWORD_ENV = "MOBILE_EXPORT_KEY_PASSWORD"
 PRIVATE_KEY, PUBLIC_KEY = "release-key.pem", "release-key.pub"
 _MAX_KEY_BYTES = 64 << 10
+#: a bundle lists one digest per file: a few KB for a release
+MAX_SIGNATURE_BYTES = 16 << 20
 
 
 def _read_key(path: Path, what: str) -> bytes:
@@ -107,32 +109,45 @@ def _signed_digests(signature: Path) -> dict[str, str]:
     return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
 
 
-def _content_problems(folder: Path, signed: dict[str, str]) -> list[tuple[str, str]]:
-    from pipeline.artifact import sha256_file
-
-    actual = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-              if p.is_file() and p.name not in (SIGNATURE, COMPLETE)}
+def _content_problems(actual: dict[str, str], signed: dict[str, str]) -> list[tuple[str, str]]:
+    """``actual``: file -> sha256 of the folder's files, ``signed``: what the signature lists."""
+    actual = {n: d for n, d in actual.items() if PurePosixPath(n).name not in (SIGNATURE, COMPLETE)}
     problems = [(n, "missing: it was signed") for n in sorted(set(signed) - set(actual))]
     problems += [(n, "differs from what was signed") for n in sorted(set(signed) & set(actual))
-                 if sha256_file(actual[n]) != signed[n]]
+                 if actual[n] != signed[n]]
     problems += [(n, "not covered by the signature") for n in sorted(set(actual) - set(signed))]
     return problems
 
 
-def signature_problems(folder: Path, public_key: Path) -> list[tuple[str, str]]:
-    """(file, problem) for each way ``folder`` fails its signature; empty when it holds."""
+def file_digests(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` (relative POSIX name) -> its sha256."""
+    from pipeline.artifact import sha256_file
+
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+def signature_problems(folder: Path, public_key: Path,
+                       digests: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(file, problem) for each way ``folder`` fails its signature; empty when it holds.
+    ``digests``: :func:`file_digests` of ``folder`` where the caller has them already."""
     from model_signing import verifying
 
     _read_key(public_key, "the public key")
-    if not (Path(folder) / SIGNATURE).is_file():
+    bundle = Path(folder) / SIGNATURE
+    if not bundle.is_file():
         return [(SIGNATURE, "no signature: the release is unsigned (publish it with --key)")]
+    if bundle.stat().st_size > MAX_SIGNATURE_BYTES:
+        return [(SIGNATURE, f"over the {MAX_SIGNATURE_BYTES:,} bytes a signature bundle may "
+                            "take; not a signature")]
     try:
         (verifying.Config().use_elliptic_key_verifier(public_key=public_key)
          .verify(Path(folder), Path(folder) / SIGNATURE))
     except ValueError as exc:
         text = str(exc)
         if text.startswith("Signature mismatch"):
-            return _content_problems(Path(folder), _signed_digests(Path(folder) / SIGNATURE)) \
+            actual = digests if digests is not None else file_digests(Path(folder))
+            return _content_problems(actual, _signed_digests(bundle)) \
                 or [(SIGNATURE, f"content differs from what was signed ({text[:200]})")]
         if text.startswith("Key mismatch"):
             return [(SIGNATURE, f"signed with another key than {Path(public_key).name} "

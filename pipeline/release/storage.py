@@ -11,6 +11,7 @@ joined to a local folder, and a local store never follows a link out of its fold
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -24,7 +25,7 @@ SCHEMES = {"file": "file", "s3": "s3", "gs": "gcs", "gcs": "gcs"}
 #: what to install for a scheme whose fsspec implementation is a separate package
 INSTALL_HINT = {"s3": "s3fs", "gcs": "gcsfs"}
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
-#: the most files a release may hold, and the most bytes any one read of a small file may take
+#: the most files a listing may hold (a release has a few dozen)
 MAX_FILES = 10_000
 
 
@@ -100,8 +101,7 @@ class Store:
 
     def child(self, rel: str) -> Store:
         """The store of a folder/prefix below this one."""
-        sub = object.__new__(Store)
-        sub.__dict__.update(self.__dict__)
+        sub = copy.copy(self)
         sub.root, sub.url = self._full(rel), f"{self.url}/{rel}"
         return sub
 
@@ -128,9 +128,7 @@ class Store:
             raise StoreError(f"{self.url} holds over {MAX_FILES} files; not a release")
         prefix = self.root.rstrip("/") + "/"
         out: dict[str, int] = {}
-        for path, info in found.items():
-            path = path if self.protocol == "file" or path.startswith(prefix) else \
-                self.fs._strip_protocol(path)
+        for path, info in found.items():     # fsspec lists paths without the protocol
             if path.startswith(prefix):
                 out[path[len(prefix):]] = int(info.get("size") or 0)
         return out

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserInputError
-from pipeline.release.collect import collect
+from pipeline.artifact import sha256_file
+from pipeline.files import remove
+from pipeline.release.collect import collect, unpassed_nodes
 from pipeline.release.manifest import (COMPLETE, MANIFEST, MAX_MANIFEST_BYTES, Manifest,
                                        complete_marker, parse_manifest, release_digest)
 from pipeline.release.signing import check_private_key, sign
@@ -52,8 +54,7 @@ def _manifest(report: dict, files: list, name: str | None, version: str | None,
     machine = dict(report["machine"])
     toolchain = {str(k): str(v) for k, v in (machine.pop("versions", None) or {}).items()}
     run = report["run"]
-    unverified = sorted({e.node.name for e in entries if e.node and not e.verified}
-                        | {n["name"] for n in report["nodes"] if n["parity"]["verdict"] != "pass"})
+    unverified = sorted(n["name"] for n in unpassed_nodes(report))
     return Manifest(name=check_name(name or str(report["model"]["label"]), "--name"),
                     version=check_name(version or digest[:12], "--version"),
                     release_sha256=digest, verified=not unverified, unverified_nodes=unverified,
@@ -69,6 +70,9 @@ def _stage(folder: Path, files: list, manifest: Manifest, key: Path | None) -> b
         dst = folder / item.entry.path
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(item.source, dst)
+        if sha256_file(dst) != item.entry.sha256:   # what is uploaded is what was checked
+            raise UserInputError(f"{item.source} changed while it was being published; "
+                                 "publish again once nothing writes to it")
     data = manifest.to_bytes()
     (folder / MANIFEST).write_bytes(data)
     if key is not None:
@@ -94,8 +98,7 @@ def _promote(store: Store, staging: str, final: str, names: list[str]) -> None:
     """Move the uploaded files from the staging prefix to the release's own."""
     if store.local:
         src, dst = Path(store.root) / staging, Path(store.root) / final
-        if dst.exists() or dst.is_symlink():   # an earlier, unfinished upload: absent to readers
-            shutil.rmtree(dst) if dst.is_dir() and not dst.is_symlink() else dst.unlink()
+        remove(dst)                      # an earlier, unfinished upload: absent to readers
         os.replace(src, dst)
         try:
             src.parent.rmdir()              # the staging folder, when no other upload uses it

@@ -27,6 +27,8 @@ from pipeline.release.storage import Store, safe_relpath
 
 #: the most a release may hold in all (a few full-size models and their reports)
 MAX_RELEASE_BYTES = 32 << 30
+#: the COMPLETE marker is two digests
+MAX_MARKER_BYTES = 4 << 10
 
 
 @dataclass
@@ -73,7 +75,9 @@ def _check_marker(local: dict[str, Path], manifest: Manifest, found: Verified) -
     import hashlib
 
     try:
-        marker = json.loads(local[COMPLETE].read_bytes()[:MAX_MANIFEST_BYTES])
+        if local[COMPLETE].stat().st_size > MAX_MARKER_BYTES:
+            raise ValueError("too large")
+        marker = json.loads(local[COMPLETE].read_bytes())
         said = (marker["release_sha256"], marker["manifest_sha256"])
     except (ValueError, KeyError, TypeError):
         found.problems.append(f"{COMPLETE}: not a release marker")
@@ -83,14 +87,15 @@ def _check_marker(local: dict[str, Path], manifest: Manifest, found: Verified) -
                               "another manifest)")
 
 
-def _check_files(local: dict[str, Path], manifest: Manifest, found: Verified) -> set[str]:
+def _check_files(local: dict[str, Path], digests: dict[str, str], manifest: Manifest,
+                 found: Verified) -> set[str]:
     """Each file against the manifest; returns the names found wrong."""
     listed = {e.path: e for e in manifest.files}
     wrong: set[str] = set()
     for rel, entry in sorted(listed.items()):
         if rel not in local:
             found.problems.append(f"{rel}: missing (listed in the manifest)")
-        elif local[rel].stat().st_size != entry.bytes or sha256_file(local[rel]) != entry.sha256:
+        elif local[rel].stat().st_size != entry.bytes or digests[rel] != entry.sha256:
             found.problems.append(f"{rel}: tampered (its sha256 differs from the manifest's)")
         else:
             continue
@@ -118,9 +123,12 @@ def verify_release(url: str, public_key: Path | None = None, *, endpoint_url: st
         if MANIFEST not in local:
             found.problems.append(f"{MANIFEST}: missing")
             return found
+        if local[MANIFEST].stat().st_size > MAX_MANIFEST_BYTES:
+            found.problems.append(f"{MANIFEST}: over the {MAX_MANIFEST_BYTES:,} bytes a "
+                                  "manifest may take")
+            return found
         try:
-            manifest = parse_manifest(local[MANIFEST].read_bytes()[:MAX_MANIFEST_BYTES + 1],
-                                      f"{release.url}/{MANIFEST}")
+            manifest = parse_manifest(local[MANIFEST].read_bytes(), f"{release.url}/{MANIFEST}")
         except UserInputError as exc:
             found.problems.append(f"{MANIFEST}: {exc}")
             return found
@@ -130,9 +138,10 @@ def verify_release(url: str, public_key: Path | None = None, *, endpoint_url: st
                                   "file list)")
         if COMPLETE in local:
             _check_marker(local, manifest, found)
-        wrong = _check_files(local, manifest, found)
+        digests = {rel: sha256_file(path) for rel, path in local.items()}   # each read once
+        wrong = _check_files(local, digests, manifest, found)
         if public_key is not None:
-            for rel, problem in signature_problems(folder, Path(public_key)):
+            for rel, problem in signature_problems(folder, Path(public_key), digests):
                 if rel not in wrong:           # the same file already has its line
                     found.problems.append(f"{rel}: {problem}")
         elif manifest.signed:

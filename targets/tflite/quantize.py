@@ -104,10 +104,11 @@ def op_outputs(model: bytes) -> list[str]:
     return [tensors[op["outputs"][0]]["name"] for op in ops if op["outputs"]]
 
 
-#: probe inputs the ranking runs (the candidates are then judged on the whole parity set): the
-#: ranking's cost is one mostly-float inference per layer and input, 61 of its 75 s for the
-#: built-in model on all 360 (AMD EPYC Zen 4, 1 thread); the order of the top layers is what
-#: matters, and a single layer's effect is the same on every input, so a sample ranks alike
+#: probe inputs the ranking runs, a sample the stage takes (the candidates are then judged on
+#: the whole parity set). The ranking's cost is one mostly-float inference per layer and input:
+#: 61 of its 75 s for the built-in model on all 360 (AMD EPYC Zen 4, 1 thread). Only the order
+#: of the top layers matters; on the built-in model this sample kept the same top 8 and chose
+#: the same layer.
 RANKING_PROBE_INPUTS = 96
 
 
@@ -133,12 +134,11 @@ def _rank_chunk(calibrated_path: str, probe_path: str, layers: list[str], every_
         path.unlink(missing_ok=True)
 
 
-def rank_layers(calibrated_path: str, probe_path: str, layers: list[str], out: Path, *,
-                layout: str, per_channel: bool, workers: int) -> dict[str, float]:
+def rank_layers(calibrated_path: str, probe_path: str, layers: list[str], every_op: list[str],
+                out: Path, *, layout: str, per_channel: bool, workers: int) -> dict[str, float]:
     """Layer -> sensitivity, most sensitive first (pipeline.int8.search.rank_alone), the layers
     shared among ``workers`` processes, each measuring with one thread: every figure is the one
     a serial ranking gives, only sooner where there are cores for it."""
-    every_op = op_outputs(Path(calibrated_path).read_bytes())
     chunks = [layers[i::workers] for i in range(workers)]
     args = [(calibrated_path, probe_path, chunk, every_op, str(out / f"one_layer_{i}.tflite"),
              layout, per_channel) for i, chunk in enumerate(chunks) if chunk]
@@ -157,13 +157,13 @@ def rank_layers(calibrated_path: str, probe_path: str, layers: list[str], out: P
 
 def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: str, *,
                                layout: str, per_channel: bool = True, int8_io: bool = False,
-                               max_float_layers: int = 8, threads: int = 1) -> dict[str, Any]:
+                               max_float_layers: int = 8) -> dict[str, Any]:
     """Rank the weighted layers of the calibrated model by sensitivity and write the candidates
     ``mixed_<k>.tflite`` (k = 1 … cap, the top k layers in float) to ``out_dir``.
 
-    ``probe_path``: a saved :class:`pipeline.int8.probe.Probe` (inputs and reference outputs), of
-    which :data:`RANKING_PROBE_INPUTS` rank. The ranking uses one process per usable core
-    (``threads`` is the runs' thread count elsewhere; a ranking worker runs one thread).
+    ``probe_path``: a saved :class:`pipeline.int8.probe.Probe` (inputs and reference outputs;
+    the stage passes :data:`RANKING_PROBE_INPUTS` of them), ranked by one single-threaded
+    process per usable core.
     Returns the ranking (tensor -> error, most sensitive first), each layer's facts, the
     candidate paths by k and how the ranking was made."""
     from pipeline.int8.probe import Probe
@@ -173,13 +173,12 @@ def mixed_precision_candidates(calibrated_path: str, probe_path: str, out_dir: s
     calibrated = Path(calibrated_path).read_bytes()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    probe = Probe.load(Path(probe_path)).sample(RANKING_PROBE_INPUTS)
-    sample_path = probe.save(out / "ranking_probe.npz")
+    probe = Probe.load(Path(probe_path))
     layers = weighted_layers(calibrated)
     workers = max(1, min(usable_cores() or 1, len(layers), 8))
-    errors = rank_layers(calibrated_path, str(sample_path), [layer["tensor"] for layer in layers],
-                         out, layout=layout, per_channel=per_channel, workers=workers)
-    sample_path.unlink(missing_ok=True)
+    errors = rank_layers(calibrated_path, probe_path, [layer["tensor"] for layer in layers],
+                         op_outputs(calibrated), out, layout=layout, per_channel=per_channel,
+                         workers=workers)
     order = list(errors)
     candidates = {}
     for k in range(1, min(max_float_layers, len(order)) + 1):

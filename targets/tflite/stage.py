@@ -129,16 +129,18 @@ class TfliteConvertStage(Stage):
 
         c, quant = self.ctx.config, self.ctx.config.quant
         start = time.perf_counter()
-        probe = Probe.of(reference)
-        int8_error = probe.error_of(LiteRTRunner(path, c.threads, self.layout))
         from targets.tflite import quantize
+
+        # the all-int8 error on the same sample the layers are ranked on (plotted beside them)
+        probe = Probe.of(reference).sample(quantize.RANKING_PROBE_INPUTS)
+        int8_error = probe.error_of(LiteRTRunner(path, c.threads, self.layout))
 
         result = self._isolated(f"{quantize.__name__}:mixed_precision_candidates", {
             "calibrated_path": str(workdir / "calibrated.tflite"),
             "probe_path": str(probe.save(workdir / "probe.npz")),
             "out_dir": str(workdir / "mixed"), "layout": self.layout,
             "per_channel": quant.per_channel, "int8_io": self.int8_io,
-            "max_float_layers": quant.max_float_layers, "threads": c.threads})
+            "max_float_layers": quant.max_float_layers})
         layers = {layer["tensor"]: layer for layer in result["layers"]}
         candidates = {int(k): Path(v) for k, v in result["candidates"].items()}
 
