@@ -15,6 +15,8 @@ GATES: dict[str, tuple[float, str]] = {
     "fp32_over_pruned30": (1.3, "min"),              # ORT speed-up of 30 % structured pruning
     "tflite_fp32_over_ort_fp32": (1.05, "max"),      # Android issue
     "tflite_int8_over_tflite_fp32": (0.45, "max"),   # Android issue
+    "tflite_fp32_over_native_fp32": (1.02, "max"),   # speed issue: Keras-native reference
+    "tflite_int8_over_native_int8": (1.05, "max"),   # speed issue: Keras-native reference
 }
 
 

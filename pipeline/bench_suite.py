@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench import BenchSession, benchmark_interleaved
+from pipeline.bench_floor import floor_figure, sgemm_peak
 from pipeline.bench_gates import figure
 from pipeline.files import atomic_write_bytes
 from pipeline.config import PipelineConfig
@@ -54,6 +55,54 @@ def cases_for(models: dict[str, tuple[RunContext, Path]], threads: int,
     return cases
 
 
+def memory_specs(cases: dict[str, tuple[Runner, dict[str, np.ndarray]]],
+                 configs: dict[str, PipelineConfig]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``label|runtime`` -> how :func:`pipeline.bench_memory.peak_memory` measures that case in
+    a child of its own (batch 1): a file runner by its path, torch eager by its model's config."""
+    specs: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, (runner, feeds) in cases.items():
+        label, runtime, batch = name.split("|")
+        shape = [int(d) for d in next(iter(feeds.values())).shape]
+        path = getattr(runner, "path", None)
+        if batch != "1":
+            continue
+        if path is not None:   # the runner's package is its target (targets.<name>.runner)
+            target = type(runner).__module__.split(".")[1]
+            specs[f"{label}|{runtime}"] = ("file", {"path": str(path), "input_shape": shape,
+                                                    "target": target})
+        elif label in configs:
+            specs[f"{label}|{runtime}"] = ("torch",
+                                           {"config": configs[label].model_dump(mode="json")})
+    return specs
+
+
+def measure_memory(specs: dict[str, tuple[str, dict[str, Any]]], runs: int, warmup: int
+                   ) -> dict[str, dict[str, Any]]:
+    """Each case's peak resident memory over load + warm-up + timed runs, one child each, one
+    after another (after the timing sessions, so no child shares a core with a timed run)."""
+    from pipeline.bench_memory import peak_memory
+
+    records = {}
+    for name, (kind, spec) in specs.items():
+        records[name] = peak_memory(kind, spec, threads=1, batch=1, warmup=warmup, runs=runs)
+        record = records[name]
+        print(f"memory {name}: "
+              + (f"peak {record['peak_rss_mb']} MiB ({record['inference_rss_mb']} MiB over the "
+                 f"runtime's imports)" if record["verdict"] == "measured"
+                 else f"unverified: {record['reason']}"))
+    return records
+
+
+def attach_memory(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> None:
+    """``peak_mem_mb`` (the child's peak, MiB) and ``inference_mem_mb`` on each batch-1,
+    1-thread row (``peak_rss_mb`` stays the bench process's own high-water mark)."""
+    for row in rows:
+        record = records.get(f"{row['model']}|{row['runtime']}")
+        if record and row["batch"] == 1 and row["threads"] == 1:
+            row["peak_mem_mb"] = record["peak_rss_mb"]
+            row["inference_mem_mb"] = record["inference_rss_mb"]
+
+
 def rows_of(session: BenchSession, threads: int) -> list[dict[str, Any]]:
     rows = []
     for name, stats in session.items():
@@ -89,11 +138,14 @@ def print_table(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> No
     from rich.table import Table
 
     table = Table(title="make bench — medians of interleaved runs")
-    for column in ("model", "runtime", "threads", "batch", "median ms", "p90 ms", "img/s"):
+    for column in ("model", "runtime", "threads", "batch", "median ms", "p90 ms", "img/s",
+                   "peak mem MB"):
         table.add_column(column)
     for r in sorted(rows, key=lambda r: (r["threads"], r["model"], r["batch"], r["runtime"])):
+        memory = r.get("peak_mem_mb")
         table.add_row(r["model"], r["runtime"], str(r["threads"]), str(r["batch"]),
-                      f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['throughput_ips']:.0f}")
+                      f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['throughput_ips']:.0f}",
+                      "" if memory is None else f"{memory:.0f}")
     console = Console(width=120)
     console.print(table)
     for s in summary:
@@ -135,9 +187,10 @@ def compression_cases(artifacts_dir: Path, threads: int) -> tuple[dict, dict[str
     return cases, facts
 
 
-def converted(config: PipelineConfig) -> tuple[dict[str, dict[str, Any]], str]:
-    """Run (or reuse from the cache) a tflite run; its nodes by name and the model's label. A
-    conversion that failed stops the bench (a parity failure does not: the file exists)."""
+def converted(config: PipelineConfig) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run (or reuse from the cache) a tflite run; its nodes by name and its report's "model"
+    (label, params, MACs). A conversion that failed stops the bench (a parity failure does not:
+    the file exists)."""
     outcome = execute(config)
     nodes = {n["name"]: n for n in outcome.report["nodes"]}
     for name, node in nodes.items():
@@ -145,15 +198,18 @@ def converted(config: PipelineConfig) -> tuple[dict[str, dict[str, Any]], str]:
             reason = (node.get("error") or node["parity"].get("reason") or "").splitlines()
             raise SystemExit(f"bench: {name} of {outcome.report['model']['label']} did not "
                              f"convert: {reason[0] if reason else node['status']}")
-    return nodes, outcome.report["model"]["label"]
+    return nodes, outcome.report["model"]
 
 
-def android_section(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """TFLite fp32/int8 against ONNX Runtime fp32 in one interleaved session (pipeline.
-    bench_android); appends its rows, returns its facts and gated ratios."""
+def android_section(args: argparse.Namespace, rows: list[dict[str, Any]],
+                    specs: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """TFLite fp32/int8 against ONNX Runtime fp32 and the Keras-native references in one
+    interleaved session (targets.tflite.bench); appends its rows and memory specs, returns its
+    facts and gated ratios."""
     from targets.tflite.bench import android_cases, android_figures
 
     cases, facts = android_cases(args.artifacts_dir, TRAINED, converted, threads=1)
+    specs.update(memory_specs(cases, {}))
     # the fp32 gate (1.05x) is within a few % of parity: twice the rounds, so drift averages out
     session = benchmark_interleaved(cases, warmup=args.warmup, runs=max(args.runs, 200),
                                     rounds=2 * args.rounds)
@@ -167,8 +223,20 @@ def android_section(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dic
         for name, figure in ratios_of_group.items():
             print(f"android {group}: {name} = {figure['value']} (limit {figure['limit']}): "
                   f"{figure['verdict']}")
-    return {"figures": figures, "other_cores_busy": round(session.other_cores_busy, 3),
+    ort = next(r for r in new_rows if (r["group"], r["target"]) == ("full_size", "onnx"))
+    floor = floor_figure(ort["macs"], ort["median_ms"], sgemm_peak(threads=1))
+    print(f"ONNX Runtime fp32 {ort['model']}: {floor['median_ms']} ms = {floor['over_floor']}x "
+          f"the sgemm floor ({floor['floor_ms']} ms: {floor['macs']:,} MACs at "
+          f"{floor['sgemm_gflops']} GFLOP/s, one thread)")
+    return {"figures": figures, "ort_fp32_vs_sgemm_floor": floor,
+            "op_counts": op_count_table(new_rows),
+            "other_cores_busy": round(session.other_cores_busy, 3),
             "wall_s": round(session.wall_s, 1)}
+
+
+def op_count_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Operator counts of every TFLite file in the session, by row name, side by side."""
+    return {f"{r['model']}|{r['target']}": r["ops"] for r in rows if r.get("ops")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,13 +255,19 @@ def main(argv: list[str] | None = None) -> int:
                         default=TfliteTarget().unavailable_reason() is None,
                         help="also time TFLite on LiteRT against ONNX Runtime (needs the "
                              "TFLite converters)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure each runtime's peak memory in a child process")
     args = parser.parse_args(argv)
     models = {m: onnx_for(m, args.artifacts_dir) for m in args.models.split(",")}
     batches = tuple(int(b) for b in args.batches.split(","))
     rows: list[dict[str, Any]] = []
     sessions = []
+    specs: dict[str, tuple[str, dict[str, Any]]] = {}
+    configs = {ctx.source.label: ctx.config for ctx, _ in models.values()}
     for threads in (int(t) for t in args.threads.split(",")):
-        session = benchmark_interleaved(cases_for(models, threads, batches), warmup=args.warmup,
+        cases = cases_for(models, threads, batches)
+        specs.update(memory_specs(cases, configs))
+        session = benchmark_interleaved(cases, warmup=args.warmup,
                                         runs=args.runs, rounds=args.rounds)
         rows += rows_of(session, threads)
         sessions.append({"threads": threads, "wall_s": round(session.wall_s, 1),
@@ -203,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     compression: dict[str, Any] = {}
     if args.compression:
         cases, facts = compression_cases(args.artifacts_dir, threads=1)
+        specs.update(memory_specs(cases, {}))
         session = benchmark_interleaved(cases, warmup=args.warmup, runs=max(args.runs, 200),
                                         rounds=args.rounds)
         for row in rows_of(session, threads=1):
@@ -219,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
                                   for name in ("int8_over_fp32", "fp32_over_pruned30")}
         for name, gated in compression["figures"].items():
             print(f"ORT {name} = {gated['value']} (limit {gated['limit']}): {gated['verdict']}")
-    android = android_section(args, rows) if args.android else {}
+    android = android_section(args, rows, specs) if args.android else {}
+    memory = measure_memory(specs, runs=args.runs, warmup=args.warmup) if args.memory else {}
+    attach_memory(rows, memory)
     summary = ratios(rows)
     atomic_write_bytes(args.out, json.dumps(rows, indent=1).encode())
     details = {"machine": describe_machine(), "sessions": sessions, "ratios": summary,
-               "compression": compression, "android": android}
+               "compression": compression, "android": android, "memory": memory}
     atomic_write_bytes(args.out.with_name("bench_details.json"),
                        json.dumps(details, indent=1).encode())
     print_table(rows, summary)

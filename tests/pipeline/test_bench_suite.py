@@ -26,3 +26,26 @@ def test_rows_and_ratios_from_a_tiny_session(tiny_run) -> None:
     summary = ratios(rows)
     assert {(s["batch"], s["threads"]) for s in summary} == {(1, 1), (2, 1)}
     assert all(s["ort_over_eager"] > 0 for s in summary)
+
+
+def test_every_batch_one_case_gets_its_own_child_memory_figure(tiny_run) -> None:
+    from pathlib import Path
+
+    from pipeline.bench_suite import attach_memory, measure_memory, memory_specs
+    from pipeline.config import PipelineConfig
+
+    config = PipelineConfig.model_validate(tiny_run.report["run"]["config"])
+    onnx_node = next(n for n in execute(config).report["nodes"] if n["target"] == "onnx")
+    ctx = RunContext(config)
+    cases = cases_for({"m": (ctx, Path(onnx_node["artifact"]["path"]))}, threads=1,
+                      batches=(1, 2))
+    specs = memory_specs(cases, {ctx.source.label: config})
+    assert {kind for kind, _ in specs.values()} == {"file", "torch"}   # batch 2 not measured
+    assert next(s for k, s in specs.values() if k == "file")["target"] == "onnx"
+    records = measure_memory(specs, runs=50, warmup=10)
+    assert all(r["verdict"] == "measured" and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
+               for r in records.values())
+    rows = [{"model": ctx.source.label, "runtime": runtime, "batch": batch, "threads": 1}
+            for runtime in ("torch-eager", "onnxruntime") for batch in (1, 2)]
+    attach_memory(rows, records)
+    assert [("peak_mem_mb" in r) for r in rows] == [True, False, True, False]

@@ -25,3 +25,14 @@ def test_ratios_are_medians_of_one_session_per_group_with_the_issue_limits() -> 
     assert trained["tflite_int8_over_tflite_fp32"]["verdict"] == "not met"
     assert GATES["tflite_fp32_over_ort_fp32"] == (1.05, "max")
     assert GATES["tflite_int8_over_tflite_fp32"] == (0.45, "max")
+
+
+def test_native_ratios_compare_each_precision_with_its_keras_reference() -> None:
+    rows = [_row("full_size", "tflite", "fp32", 10.1), _row("full_size", "tflite", "int8", 4.4),
+            _row("full_size", "tflite-native", "fp32", 10.0),
+            _row("full_size", "tflite-native", "int8", 4.0)]
+    full = android_figures(rows, VNNI)["full_size"]
+    assert full["tflite_fp32_over_native_fp32"] == {"value": 1.01, "limit": 1.02,
+                                                     "verdict": "met"}
+    assert full["tflite_int8_over_native_int8"]["value"] == 1.1
+    assert full["tflite_int8_over_native_int8"]["verdict"] == "not met"
