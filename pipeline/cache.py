@@ -8,7 +8,8 @@ Layout under the cache root::
 Every write goes to a temp file in the same directory and is renamed into place, so a reader never
 sees half a file (pipeline.files). A digest or key is joined into a path only when it is 64 hex
 characters, and the path must resolve inside the cache before it is read, written or deleted.
-Blobs are verified against their digest on read; a record is validated against the stage's
+Blobs are verified against their digest on read (skipping the hash when the file's stat
+fingerprint is the one it had when it last hashed right: pipeline.cache_stat); a record is validated against the stage's
 declared outputs. A corrupt entry is evicted with a warning and the caller recomputes it.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.artifact import Artifact, sha256_file
+from pipeline.cache_stat import StatMemo
 from pipeline.files import (STALE_AFTER_S, atomic_copy, atomic_write_bytes, check_digest,
                             contained, is_stale, remove, sweep_temp)
 
@@ -88,6 +90,7 @@ class Cache:
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.runs = self.root / "runs"
+        self.memo = StatMemo(self.root)
 
     # -- blobs ---------------------------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
@@ -108,15 +111,30 @@ class Cache:
         """Return a stored blob after checking its digest; raise CorruptEntry if it is wrong
         (and delete it, unless ``evict`` is false: a read-only caller such as ``verify``)."""
         path = self.object_path(digest)
-        if not path.is_file():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is None or not path.is_file():
             raise CorruptEntry(f"object {digest[:12]} is missing")
-        actual = sha256_file(path)
-        if actual != digest:
-            if evict:
-                path.unlink(missing_ok=True)
-            raise CorruptEntry(f"object {digest[:12]} has digest {actual[:12]}"
-                               + ("; evicted" if evict else ""))
+        if not (evict and self.memo.unchanged(digest, stat)):   # read-only callers always hash
+            actual = sha256_file(path)
+            if actual != digest:
+                self.memo.forget(digest)
+                if evict:
+                    path.unlink(missing_ok=True)
+                raise CorruptEntry(f"object {digest[:12]} has digest {actual[:12]}"
+                                   + ("; evicted" if evict else ""))
+            self.memo.remember(digest, stat)
         return Artifact(kind=kind, digest=digest, path=path, meta=dict(meta or {}))
+
+    def flush(self) -> None:
+        """Write what this run learnt about intact blobs (pipeline.cache_stat); a memo that
+        cannot be written costs the next run its hashing, not this run its result."""
+        try:
+            self.memo.save(lambda digest: self.object_path(digest).is_file())
+        except OSError as exc:
+            log.warning("cache stat memo not written (%s): the next run hashes every blob", exc)
 
     # -- run records ---------------------------------------------------------------------------
     def record_path(self, key: str) -> Path:

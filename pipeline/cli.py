@@ -386,8 +386,14 @@ def keygen(folder: Path = typer.Argument(..., help="Where to write the key pair.
     _guard(debug, body)
 
 
-def main() -> None:  # console-script entry point
-    app()
+def main() -> None:
+    """Console-script entry point: the command, then a fast exit (pipeline.fast_exit)."""
+    from pipeline.fast_exit import exit_now
+
+    try:
+        app()
+    except SystemExit as done:   # how typer ends every command
+        exit_now(done.code)
 
 
 if __name__ == "__main__":

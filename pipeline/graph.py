@@ -156,6 +156,15 @@ class Graph:
         available: dict[str, Artifact] = {}
         results: list[NodeResult] = []
         failed: dict[str, str] = {}
+        try:
+            self._run_all(cache, forced, progress, available, results, failed)
+        finally:
+            cache.flush()
+        return results
+
+    def _run_all(self, cache: Cache, forced: set[str], progress: ProgressHook | None,
+                 available: dict[str, Artifact], results: list[NodeResult],
+                 failed: dict[str, str]) -> None:
         for stage in self.order():
             blocked = [self.producer[i] for i in stage.inputs if self.producer[i] in failed]
             if blocked:
@@ -171,7 +180,6 @@ class Graph:
             else:
                 available.update(result.outputs)
             results.append(result)
-        return results
 
     def _run_one(self, stage: Stage, cache: Cache, available: dict[str, Artifact],
                  forced: bool, progress: ProgressHook | None) -> NodeResult:
