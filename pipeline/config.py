@@ -112,6 +112,9 @@ class TrainSettings(_Strict):
                                         "cosine decay, in epochs")
     label_smoothing: float | None = Field(None, ge=0, lt=1, description="cross-entropy label "
                                           "smoothing")
+    low_res_scale: float | None = Field(None, gt=0, le=1, description="progressive resizing "
+                                        "(zoo models): every epoch but the last trains at this "
+                                        "fraction of the input side; 1 turns it off")
 
 
 class PipelineConfig(_Strict):

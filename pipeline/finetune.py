@@ -36,6 +36,11 @@ class TrainConfig:
     seed: int = 0
     chance_after: int = 3         # epochs after which validation at chance is an error
     num_classes: int | None = None  # for the chance level (default: from the labels)
+    #: progressive resizing: every epoch but the last ``full_resolution_epochs`` trains (and is
+    #: validated) on the images downscaled to this side (None: all at full size); the best
+    #: epoch is chosen among the full-size ones, the size the model is deployed at
+    low_resolution: int | None = None
+    full_resolution_epochs: int = 2
 
 
 @dataclass
@@ -91,6 +96,15 @@ def channels_last(model: nn.Module) -> Iterator[None]:
         model.to(memory_format=torch.contiguous_format)
 
 
+def downscaled(x: torch.Tensor, side: int | None) -> torch.Tensor | None:
+    """The (N, C, H, W) images at ``side`` x ``side`` (antialiased bilinear, as torchvision's
+    Resize), or None when there is nothing to downscale."""
+    if side is None or x.dim() != 4 or side >= x.shape[-1]:
+        return None
+    return torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear",
+                                           antialias=True, align_corners=False)
+
+
 def _diverged(what: str, epoch: int, cfg: TrainConfig) -> str:
     r = cfg.recipe
     return (f"training diverged: {what} in epoch {epoch + 1} of {cfg.epochs} (lr {r.lr:g}, "
@@ -107,6 +121,8 @@ def train(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     recipe = cfg.recipe
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val).long()
+    xt_low = downscaled(xt, cfg.low_resolution)
+    xv_low = downscaled(xv, cfg.low_resolution) if xt_low is not None else None
     optimiser = torch.optim.AdamW(parameter_groups(model, recipe.weight_decay), lr=recipe.lr)
     steps_per_epoch = math.ceil(len(yt) / recipe.batch_size)
     lr_schedule = schedule(optimiser, recipe, steps_per_epoch, cfg.epochs)
@@ -123,9 +139,11 @@ def train(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 model.train()
                 order = torch.randperm(len(yt), generator=generator)
                 total = 0.0
+                low = xt_low is not None and epoch < cfg.epochs - cfg.full_resolution_epochs
+                source = xt_low if low else xt
                 for step, batch in enumerate(order.split(recipe.batch_size)):
                     optimiser.zero_grad(set_to_none=True)
-                    images = augment(xt[batch], generator, cfg.max_shift, cfg.hflip)
+                    images = augment(source[batch], generator, cfg.max_shift, cfg.hflip)
                     if images.dim() == 4:
                         images = images.contiguous(memory_format=torch.channels_last)
                     loss = loss_fn(model(images), yt[batch])
@@ -139,12 +157,14 @@ def train(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                     total += value * len(batch)
                     task.update(epoch * steps_per_epoch + step + 1,
                                 f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}")
-                val = accuracy(model, xv, yv)
+                # judged at the side it trained on; only full-size epochs are kept as best
+                val = accuracy(model, xv_low if low else xv, yv)
                 best.history.append({"epoch": epoch, "loss": total / len(yt),
-                                     "val_accuracy": val})
+                                     "val_accuracy": val,
+                                     "resolution": int(source.shape[-1])})
                 task.line(f"epoch {epoch + 1}/{cfg.epochs}  loss {total / len(yt):.4f}  "
                           f"validation accuracy {100 * val:.1f} %")
-                if val > best.best_val_accuracy:
+                if not low and val > best.best_val_accuracy:
                     best.best_epoch, best.best_val_accuracy = epoch, val
                     best_state = copy.deepcopy(model.state_dict())
                 if epoch + 1 >= cfg.chance_after and val <= at_chance:

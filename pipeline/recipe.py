@@ -59,6 +59,8 @@ class TrainRecipe:
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    #: progressive resizing (zoo models): all epochs but the last at this fraction of the side
+    low_res_scale: float = 0.75
     source: str = "default"
 
     def overridden(self, overrides: dict[str, Any]) -> TrainRecipe:
@@ -72,6 +74,7 @@ class TrainRecipe:
         """What decides the training result (for the cache key)."""
         return {"lr": self.lr, "batch_size": self.batch_size, "weight_decay": self.weight_decay,
                 "warmup_epochs": self.warmup_epochs, "label_smoothing": self.label_smoothing,
+                "low_res_scale": self.low_res_scale,
                 "bn_momentum": TRAIN_BN_MOMENTUM, "optimizer": "adamw"}
 
 

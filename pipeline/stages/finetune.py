@@ -38,11 +38,26 @@ def recipe(ctx: RunContext) -> TrainRecipe:
     return recipe_for(ctx.config.model, ctx.config.train.model_dump())
 
 
+def low_resolution(ctx: RunContext, chosen: TrainRecipe) -> int | None:
+    """The side of the early epochs' images (progressive resizing), a multiple of 8 and at
+    least the model's total stride; None for a model outside the zoo (whose layers may need
+    the one input size it was written for) or when the scale leaves the side as it is."""
+    if not ctx.source.is_zoo or chosen.low_res_scale >= 1:
+        return None
+    from pipeline.models.registry import min_resolution
+
+    side = max(min_resolution(ctx.source.spec),
+               int(ctx.config.resolution * chosen.low_res_scale) // 8 * 8)
+    return side if side < ctx.config.resolution else None
+
+
 class FinetuneStage(Stage):
     stage = "finetune"
     #: 2: the family's recipe (pipeline.recipe), BatchNorm momentum 0.1 while training;
-    #: 3: trains in the channels-last layout (pipeline.finetune.channels_last)
-    version = 3
+    #: 3: trains in the channels-last layout (pipeline.finetune.channels_last);
+    #: 4: progressive resizing (zoo models: all epochs but the last two at 3/4 of the side;
+    #: MobileNetV2 1.0-128 on digits: 110.7 -> 66.2 s, held-out 97.8 -> 97.2 %, AMD EPYC)
+    version = 4
     tools = ("torch", "scikit-learn", "pillow")
     outputs = ("trained_weights",)
 
@@ -74,7 +89,8 @@ class FinetuneStage(Stage):
         chosen = recipe(ctx)
         result = train(model, fit.batch(prep), fit.labels, val.batch(prep), val.labels,
                        TrainConfig(epochs=c.finetune_epochs, recipe=chosen, seed=c.parity.seed,
-                                   hflip=c.dataset != "digits", num_classes=c.num_classes))
+                                   hflip=c.dataset != "digits", num_classes=c.num_classes,
+                                   low_resolution=low_resolution(ctx, chosen)))
         path = workdir / "trained.safetensors"
         save_weights(model, path)
         record: dict[str, Any] = {"info": {"train_images": len(fit), "val_images": len(val),

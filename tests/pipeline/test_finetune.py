@@ -88,3 +88,40 @@ def test_a_loss_that_becomes_nan_stops_at_once() -> None:
     x, y = _data()
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at batch 1 in epoch 1 of 3"):
         train(Broken(), x, y, x, y, TrainConfig(epochs=3))
+
+
+class _SeesSize(nn.Module):
+    """Records the side of every batch it is trained on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 10)
+        self.sides: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.sides.append(int(x.shape[-1]))
+        return self.head(x.mean((2, 3)))
+
+
+def test_progressive_resizing_trains_early_epochs_small_and_the_last_at_full_size() -> None:
+    x, y = _data(64)
+    x = np.repeat(np.repeat(x, 4, axis=2), 4, axis=3)          # 32 px
+    model = _SeesSize()
+    result = train(model, x, y, x, y, TrainConfig(epochs=4, chance_after=99, low_resolution=16,
+                                                  recipe=recipe_for("mobilenet_v2")))
+    per_epoch = len(model.sides) // 4
+    assert model.sides == [16] * (2 * per_epoch) + [32] * (2 * per_epoch)
+    assert [h["resolution"] for h in result.history] == [16, 16, 32, 32]
+    assert result.best_epoch in (2, 3)                       # chosen among full-size epochs
+
+
+def test_downscaling_is_antialiased_and_skipped_when_there_is_nothing_to_do() -> None:
+    from pipeline.finetune import downscaled
+
+    x = torch.zeros(2, 3, 8, 8)
+    x[..., ::2, :] = 1.0                                       # stripes one pixel apart
+    small = downscaled(x, 4)
+    inner = small[..., 1:-1, :]                                # away from the clamped border
+    assert small.shape == (2, 3, 4, 4) and torch.allclose(inner, torch.full_like(inner, 0.5))
+    assert downscaled(x, 8) is None and downscaled(x, None) is None
