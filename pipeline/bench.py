@@ -80,9 +80,27 @@ def unverified_latency(runtime: str, threads: int | None, reason: str) -> dict[s
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process image in MiB: ``VmHWM`` where there is /proc,
+    else ``ru_maxrss`` (KiB on Linux, bytes on macOS). Not ``ru_maxrss`` on Linux: it carries
+    the pre-``exec`` image's high-water mark (the parent's, for a child started by fork/vfork +
+    exec), so a small child of a large process would report the parent's peak."""
+    hwm = proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def proc_status_mb(field: str) -> float | None:
+    """A ``Vm*`` line of /proc/self/status in MiB; None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return round(int(line.split()[1]) / 2**10, 1)  # kB
+    except OSError:
+        pass
+    return None
 
 
 # -- CPU time of other processes ---------------------------------------------------------------

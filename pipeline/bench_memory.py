@@ -3,7 +3,7 @@
 :func:`pipeline.bench.benchmark` reports one high-water mark for the whole bench process, which
 holds every runtime it has loaded so far. Here each measurement runs in a fresh interpreter
 (:func:`pipeline.isolate.run_isolated`) that imports only what its runtime needs, so its
-``peak_rss_mb`` (``VmHWM``, see :func:`own_peak_rss_mb`) is that runtime's own peak over loading
+``peak_rss_mb`` (``VmHWM``, see :func:`pipeline.bench.peak_rss_mb`) is that runtime's own peak over loading
 the model, the warm-up and the timed runs: the guide's "Peak Mem (MB)".
 
 ``kind`` says what runs: ``"file"`` (spec ``{"path", "input_shape"[, "target"]}``) an artifact
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.bench import MIN_RUNS, MIN_WARMUP, benchmark, peak_rss_mb
+from pipeline.bench import MIN_RUNS, MIN_WARMUP, benchmark, peak_rss_mb, proc_status_mb
 from pipeline.isolate import IsolatedCallError, run_isolated
 
 if TYPE_CHECKING:
@@ -30,44 +30,15 @@ if TYPE_CHECKING:
 
 KINDS = ("file", "torch")
 DEFAULT_TIMEOUT_S = 300.0
-#: what a runtime imports lazily when it loads a model, keyed by the first word of its label;
-#: imported before ``baseline_rss_mb`` so that the baseline holds the runtime's libraries
-RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime", "pipeline.onnx_guard"),
-    "litert": ("ai_edge_litert.interpreter",),
-    "mil": ("torch", "targets.coreml.mlpackage", "targets.coreml.mil"),
-    "coreml": ("coremltools", "targets.coreml.mlpackage"),
-}
 #: what a kind's opener returns: a call that creates the (not yet active) runner, the feed's
-#: shape, and the modules imported before the baseline
+#: shape, and the modules imported before the baseline (the runner's ``runtime_modules``)
 Opened = tuple[Callable[[], "Runner"], tuple[int, ...], list[str]]
-
-
-def _status_mb(field: str) -> float | None:
-    """A ``Vm*`` line of /proc/self/status in MiB; None where there is no /proc."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return round(int(line.split()[1]) / 2**10, 1)  # kB
-    except OSError:
-        pass
-    return None
 
 
 def current_rss_mb() -> float:
     """This process's resident set now, MiB (``VmRSS``; without /proc, the peak so far)."""
-    rss = _status_mb("VmRSS")
+    rss = proc_status_mb("VmRSS")
     return peak_rss_mb() if rss is None else rss
-
-
-def own_peak_rss_mb() -> tuple[float, str]:
-    """This process image's peak resident set, MiB, and where it was read.
-
-    ``VmHWM`` where there is /proc: Linux carries the pre-``exec`` image's high-water mark (the
-    parent's, for a child started by fork/vfork + exec) into ``ru_maxrss``, so a small child
-    of a large parent would report the parent's peak. ``ru_maxrss`` elsewhere."""
-    hwm = _status_mb("VmHWM")
-    return (peak_rss_mb(), "ru_maxrss") if hwm is None else (hwm, "VmHWM")
 
 
 def _open_file(spec: dict[str, Any], threads: int, batch: int) -> Opened:
@@ -85,7 +56,7 @@ def _open_file(spec: dict[str, Any], threads: int, batch: int) -> Opened:
     target = spec.get("target")
     runner = (registered_targets()[target]().runner(path, threads) if target
               else file_runner(path, threads))
-    modules = list(RUNTIME_MODULES.get(runner.runtime.split("-")[0], ()))
+    modules = list(type(runner).runtime_modules)
     for name in modules:
         importlib.import_module(name)
     return (lambda: runner), (batch, *shape[1:]), modules
@@ -101,7 +72,7 @@ def _open_torch(spec: dict[str, Any], threads: int, batch: int) -> Opened:
 
     ctx = RunContext(PipelineConfig.model_validate(spec["config"]))
     return (lambda: TorchRunner(build_reference_model(ctx), threads),
-            ctx.source.input_shape(batch), ["torch"])
+            ctx.source.input_shape(batch), list(TorchRunner.runtime_modules))
 
 
 def measure_in_child(kind: str, spec: dict[str, Any], threads: int, batch: int,
@@ -114,7 +85,7 @@ def measure_in_child(kind: str, spec: dict[str, Any], threads: int, batch: int,
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     opener = _open_file if kind == "file" else _open_torch
     load, shape, modules = opener(spec, threads, batch)
-    (import_peak, _), baseline = own_peak_rss_mb(), current_rss_mb()
+    import_peak, baseline = peak_rss_mb(), current_rss_mb()
     start = time.perf_counter()
     with load() as runner:
         load_s = time.perf_counter() - start
@@ -123,10 +94,10 @@ def measure_in_child(kind: str, spec: dict[str, Any], threads: int, batch: int,
             raise ValueError(f"the model has inputs {names}; this measurement feeds exactly one")
         feed = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         stats = benchmark(runner, {names[0]: feed}, warmup=warmup, runs=runs)
-        peak, source = own_peak_rss_mb()
+        peak = peak_rss_mb()
     return {"runtime": runner.runtime, "peak_rss_mb": peak, "baseline_rss_mb": baseline,
             "inference_rss_mb": round(peak - baseline, 1), "import_peak_rss_mb": import_peak,
-            "peak_source": source, "load_s": round(load_s, 3),
+            "load_s": round(load_s, 3),
             "runs": stats.runs, "warmup": stats.warmup, "threads": threads, "batch": batch,
             "median_ms": round(stats.median_ms, 3), "input_shape": list(shape),
             "preloaded": modules, "imported_torch": "torch" in sys.modules}

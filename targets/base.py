@@ -33,6 +33,9 @@ class Runner(ABC):
 
     #: Short runtime name recorded in latency records, e.g. ``"torch-eager"``, ``"onnxruntime"``.
     runtime: ClassVar[str] = "unknown"
+    #: Modules the runner imports when it loads an artifact (measurements that want the
+    #: runtime's libraries in their baseline import these first, e.g. pipeline.bench_memory).
+    runtime_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads

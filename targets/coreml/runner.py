@@ -55,6 +55,7 @@ class MilEvaluatorRunner(Runner):
     (the program has a fixed batch of 1)."""
 
     runtime = "mil-reference-evaluator"
+    runtime_modules = ("torch", "targets.coreml.mlpackage", "targets.coreml.mil")
     max_batch = 1
 
     def __init__(self, path: Path, threads: int = 1) -> None:
@@ -110,6 +111,7 @@ class CoremlRuntimeRunner(Runner):
     """``MLModel.predict`` on macOS with the given compute units (``CPU_ONLY``, ``ALL``, ...)."""
 
     runtime = "coreml"
+    runtime_modules = ("coremltools", "targets.coreml.mlpackage")
 
     def __init__(self, path: Path, threads: int = 1, compute_units: str = "CPU_ONLY") -> None:
         super().__init__(threads)

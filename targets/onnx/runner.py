@@ -12,6 +12,7 @@ class OrtRunner(Runner):
     """ONNX Runtime CPU session, all graph optimisations on, ``threads`` intra-op threads."""
 
     runtime = "onnxruntime"
+    runtime_modules = ("onnxruntime", "pipeline.onnx_guard")
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         super().__init__(threads)

@@ -52,6 +52,7 @@ class TensorrtRunner(Runner):
     a batch larger than the engine profile's maximum runs in chunks."""
 
     runtime = "tensorrt"
+    runtime_modules = ("tensorrt",)
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         super().__init__(threads)

@@ -75,6 +75,27 @@ def _key(resolution: int, alpha: float, seed: int, calibration: np.ndarray) -> s
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: facts.json is a few hundred bytes; anything larger is not ours
+MAX_FACTS_BYTES = 64 * 2**10
+
+
+def _read_facts(path: Path) -> dict[str, Any]:
+    """The facts a conversion left, bounded and checked for the keys the bench reads; a folder
+    whose facts are not that is refused with the fix (delete it: the next bench converts)."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_FACTS_BYTES + 1)
+    try:
+        if len(data) > MAX_FACTS_BYTES:
+            raise ValueError(f"larger than {MAX_FACTS_BYTES} bytes")
+        facts = json.loads(data)
+        if not all(isinstance((facts["files"][p] or {}).get("ops"), dict) for p in PRECISIONS):
+            raise ValueError("no op counts")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a native reference's facts ({exc}); delete "
+                         f"{path.parent} and run make bench again") from None
+    return facts
+
+
 def _sweep(root: Path) -> None:
     """Remove what a killed bench left half-converted (older than two conversion timeouts)."""
     for leftover in root.glob(".native-*"):
@@ -110,6 +131,6 @@ def native_references(artifacts_dir: Path, resolution: int, alpha: float,
             work.rename(folder)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    facts = json.loads(facts_file.read_text())
+    facts = _read_facts(facts_file)
     return {"paths": {p: folder / f"model_{p}.tflite" for p in PRECISIONS}, "facts": facts,
             "folder": str(folder)}

@@ -44,6 +44,7 @@ class LiteRTRunner(Runner):
     """
 
     runtime = "litert-xnnpack"
+    runtime_modules = ("ai_edge_litert.interpreter",)
 
     def __init__(self, path: Path, threads: int = 1, layout: str | None = None) -> None:
         super().__init__(threads)

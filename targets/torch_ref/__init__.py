@@ -24,6 +24,7 @@ class TorchRunner(Runner):
     """Runs an ``nn.Module`` (eager, or the module of an ExportedProgram) under inference mode."""
 
     runtime = "torch-eager"
+    runtime_modules = ("torch",)
 
     def __init__(self, module: nn.Module, threads: int = 1, runtime: str | None = None) -> None:
         super().__init__(threads)

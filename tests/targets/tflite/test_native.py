@@ -38,3 +38,14 @@ def test_the_key_changes_with_every_input_that_changes_the_files() -> None:
     assert base == _key(64, 0.35, 0, calibration.copy())
     assert len({base, _key(96, 0.35, 0, calibration), _key(64, 1.0, 0, calibration),
                 _key(64, 0.35, 1, calibration), _key(64, 0.35, 0, calibration + 1)}) == 5
+
+
+def test_facts_that_are_not_a_conversion_s_are_refused_with_the_fix(tmp_path) -> None:
+    import pytest
+
+    from targets.tflite.native import MAX_FACTS_BYTES, _read_facts
+
+    for content in (b"not json", b'{"files": {}}', b" " * (MAX_FACTS_BYTES + 1)):
+        (tmp_path / "facts.json").write_bytes(content)
+        with pytest.raises(ValueError, match="delete .* and run make bench again"):
+            _read_facts(tmp_path / "facts.json")
