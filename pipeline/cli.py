@@ -98,14 +98,14 @@ class _Progress:
         return _TerminalTask(self, title, total)
 
     def __call__(self, name: str, status: str, seconds: float) -> None:
-        if status == "running":
-            self._status = console.status(f"[cyan]{name}[/] running …")
+        if status in ("running", "preparing"):   # preparing: conversions side by side
+            self._status = console.status(f"[cyan]{name}[/] {status} …")
             self._status.start()
             return
         if self._status is not None:
             self._status.stop()
             self._status = None
-        colour = {"ran": "green", "cached": "blue", "failed": "red"}.get(status, "yellow")
+        colour = {"ran": "green", "cached": "blue", "failed": "red", "prepared": "cyan"}.get(status, "yellow")
         total = time.perf_counter() - self._start
         console.print(f"  [{colour}]{status:>7}[/] {name:<24} {seconds:7.2f} s   "
                       f"(elapsed {total:6.1f} s)", highlight=False)

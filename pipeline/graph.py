@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar
 from pipeline.artifact import Artifact
 from pipeline.cache import Cache, cache_key
 from pipeline.errors import MobileExportError, StageError, UserInputError
+from pipeline.prepare import Prepared, prepare_all
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Stage(ABC):
     outputs: tuple[str, ...] = ()
     target: str = "torch"
     precision: str = "fp32"
+    #: True when :meth:`prepare` does the untimed first half of :meth:`run` (pipeline.prepare)
+    prepares: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -80,6 +83,11 @@ class Stage(ABC):
     @abstractmethod
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         """Produce every declared output as a file under ``workdir``."""
+
+    def prepare(self, inputs: dict[str, Artifact], workdir: Path) -> None:
+        """The untimed first half of :meth:`run` (a conversion), run side by side with other
+        stages' (pipeline.prepare); :meth:`run` then finds its results in ``workdir``, or does
+        this itself when it was not called. Only for stages that set ``prepares``."""
 
 
 @dataclass
@@ -156,16 +164,50 @@ class Graph:
         available: dict[str, Artifact] = {}
         results: list[NodeResult] = []
         failed: dict[str, str] = {}
+        self._prepared: dict[str, Prepared] = {}
         try:
             self._run_all(cache, forced, progress, available, results, failed)
         finally:
+            for prepared in self._prepared.values():   # prepared, then never run (an error)
+                shutil.rmtree(prepared.workdir, ignore_errors=True)
+            self._prepared = {}
             cache.flush()
         return results
+
+    def _key(self, stage: Stage, inputs: dict[str, Artifact]) -> str:
+        return cache_key(stage.name, stage.version, stage.config(),
+                         {n: a.digest for n, a in inputs.items()}, tool_versions(stage.tools))
+
+    def _prepare_ready(self, cache: Cache, forced: set[str], available: dict[str, Artifact],
+                       remaining: list[Stage], progress: ProgressHook | None) -> None:
+        """Prepare, side by side, every remaining stage that prepares, has all its inputs and
+        is not cached (one wave; pipeline.prepare)."""
+        jobs = []
+        for stage in remaining:
+            if not stage.prepares or stage.name in self._prepared or \
+                    any(i not in available for i in stage.inputs):
+                continue
+            inputs = {name: available[name] for name in stage.inputs}
+            if stage.name not in forced and cache.record_path(self._key(stage, inputs)).is_file():
+                continue
+            jobs.append((stage, inputs))
+        if len(jobs) < 2:   # nothing to overlap: the stage prepares inside its own run
+            return
+        names = f"{len(jobs)} conversions"
+        start = time.perf_counter()
+        if progress:
+            progress(names, "preparing", 0.0)
+        self._prepared.update(prepare_all(jobs, cache.work_dir))
+        if progress:
+            progress(names, "prepared", time.perf_counter() - start)
 
     def _run_all(self, cache: Cache, forced: set[str], progress: ProgressHook | None,
                  available: dict[str, Artifact], results: list[NodeResult],
                  failed: dict[str, str]) -> None:
-        for stage in self.order():
+        order = self.order()
+        for position, stage in enumerate(order):
+            if stage.prepares and stage.name not in self._prepared:
+                self._prepare_ready(cache, forced, available, order[position:], progress)
             blocked = [self.producer[i] for i in stage.inputs if self.producer[i] in failed]
             if blocked:
                 failed[stage.name] = blocked[0]
@@ -184,9 +226,10 @@ class Graph:
     def _run_one(self, stage: Stage, cache: Cache, available: dict[str, Artifact],
                  forced: bool, progress: ProgressHook | None) -> NodeResult:
         inputs = {name: available[name] for name in stage.inputs}
-        key = cache_key(stage.name, stage.version, stage.config(),
-                        {n: a.digest for n, a in inputs.items()}, tool_versions(stage.tools))
-        start = time.perf_counter()
+        key = self._key(stage, inputs)
+        prepared = self._prepared.pop(stage.name, None)
+        # a node's time includes its share of the side-by-side wave (its own prepare)
+        start = time.perf_counter() - (prepared.seconds if prepared is not None else 0.0)
         if progress:
             progress(stage.name, "running", 0.0)
         if forced:
@@ -194,13 +237,15 @@ class Graph:
         else:
             hit = cache.lookup(key, tuple(stage.outputs))
             if hit is not None:
+                if prepared is not None:
+                    shutil.rmtree(prepared.workdir, ignore_errors=True)
                 outputs, record = hit
                 seconds = time.perf_counter() - start
                 if progress:
                     progress(stage.name, "cached", seconds)
                 return NodeResult(stage, "cached", outputs, record, seconds, key=key)
         try:
-            outputs, record = self._execute(stage, inputs, cache)
+            outputs, record = self._execute(stage, inputs, cache, prepared)
         except SystemExit as exc:   # user code (a model's forward) must not end the run silently
             from pipeline.model_source import describe_exit
 
@@ -229,10 +274,13 @@ class Graph:
         return NodeResult(stage, "ran", outputs, record, seconds, key=key)
 
     @staticmethod
-    def _execute(stage: Stage, inputs: dict[str, Artifact],
-                 cache: Cache) -> tuple[dict[str, Artifact], dict[str, Any]]:
-        workdir = cache.work_dir(stage.name)
+    def _execute(stage: Stage, inputs: dict[str, Artifact], cache: Cache,
+                 prepared: Prepared | None = None) -> tuple[dict[str, Artifact], dict[str, Any]]:
+        """Run one stage in its work folder (the one its prepare used, if it was prepared)."""
+        workdir = prepared.workdir if prepared is not None else cache.work_dir(stage.name)
         try:
+            if prepared is not None and prepared.error is not None:
+                raise prepared.error
             produced = stage.run(inputs, workdir)
             missing = [o for o in stage.outputs if o not in produced.files]
             if missing:

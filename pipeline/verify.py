@@ -29,12 +29,18 @@ def latency_record(runner: Runner, reference: Reference, bench: BenchConfig) -> 
     return record
 
 
+#: images per call when measuring accuracy: a task-level figure, not a parity one, so it need not
+#: run at the deployed batch of 1; runtimes with a fixed batch still run one image at a time
+#: (Runner.max_batch chunks the feed)
+EVAL_BATCH = 32
+
+
 def evaluate(runner: Runner, reference: Reference) -> dict[str, Any] | None:
     """Accuracy of an active runner on the reference's labelled evaluation set (None without)."""
     evaluation = reference.evaluation
     if evaluation is None:
         return None
-    outputs = run_outputs(runner, evaluation.as_parity_inputs())
+    outputs = run_outputs(runner, evaluation.as_parity_inputs(), batch_size=EVAL_BATCH)
     logits = next(iter(outputs.values()))
     record = accuracy_record(logits, evaluation.labels, evaluation.logits)
     record["source"] = evaluation.source

@@ -22,7 +22,7 @@ from pipeline.artifact import Artifact
 from pipeline.context import RunContext
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.onnx_graph import name_batch_dim, op_counts, strip_metadata
-from pipeline.program import load_program
+from pipeline.program import load_program, no_stack_traces
 from pipeline.reference import Reference
 from pipeline.verify import check_node
 from targets.base import file_runner
@@ -41,9 +41,10 @@ def export_to_onnx(program_path: Path, out_path: Path, opset: int) -> dict[str, 
     # The exporter logs, at warning level, that torchvision's ops are not registered: noise here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     program = load_program(program_path)
-    onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=opset,
-                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                     external_data=False, optimize=True, verbose=False)
+    with no_stack_traces():   # strip_metadata drops them from the model anyway
+        onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=opset,
+                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                         external_data=False, optimize=True, verbose=False)
     exported = onnx_program.model_proto
     exported_ops = op_counts(exported)
     simplified, ok = onnxsim.simplify(exported)

@@ -19,7 +19,7 @@ from pipeline.models.counting import count_macs, count_params, fp32_bytes
 from pipeline.parity import run_outputs
 from pipeline.evaluation import evaluation_set
 from pipeline.reference import EvalSet, Reference
-from pipeline.verify import check_node
+from pipeline.verify import EVAL_BATCH, check_node
 from targets.torch_ref import TorchRunner
 
 
@@ -80,7 +80,7 @@ def reference_evaluation(ctx: RunContext, runner: TorchRunner) -> EvalSet | None
     data, source = labelled
     batch = data.batch(ctx.source.preprocessing)
     eval_inputs = EvalSet(batch, data.labels, np.zeros((0,)), source).as_parity_inputs()
-    logits = next(iter(run_outputs(runner, eval_inputs).values()))
+    logits = next(iter(run_outputs(runner, eval_inputs, batch_size=EVAL_BATCH).values()))
     return EvalSet(batch, data.labels, logits, source)
 
 
@@ -101,7 +101,8 @@ def with_eval_samples(inputs: ParityInputs, evaluation: EvalSet | None) -> Parit
 
 class LoadStage(Stage):
     stage = "load"
-    version = 1
+    #: 2: the evaluation logits are computed 32 images per call (pipeline.verify.EVAL_BATCH)
+    version = 2
     tools = ("torch", "safetensors", "scikit-image", "pillow")
     outputs = ("weights", "reference")
 

@@ -51,11 +51,16 @@ ACTIVATION_MODE = "linear_symmetric"
 def _load_program(program_path: str, image_input: bool, mean, std, resolution: int):
     """The fused program, lowered to the ATen inference dialect (wrapped with per-channel
     normalisation first when the input is an image whose std is not one scalar)."""
+    from pipeline.program import load_program, no_stack_traces
+
+    with no_stack_traces():
+        return _lowered(load_program(Path(program_path)), image_input, std, resolution)
+
+
+def _lowered(program: Any, image_input: bool, std, resolution: int):
+    """``program`` (wrapped as :func:`_load_program` says) in the ATen inference dialect."""
     import torch
 
-    from pipeline.program import load_program
-
-    program = load_program(Path(program_path))
     wrapped = False
     if image_input and len(set(std)) > 1:
         inner = program.module()

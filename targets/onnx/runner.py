@@ -33,6 +33,10 @@ class OrtRunner(Runner):
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(self.path), options,
                                              providers=["CPUExecutionProvider"])
+        first = self._session.get_inputs()[0].shape
+        # a fixed batch (a model exported without a dynamic axis) runs larger feeds in chunks
+        self.max_batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 \
+            else None
 
     def deactivate_impl(self) -> None:
         self._session = None

@@ -2,6 +2,7 @@
 and timed on LiteRT; int8 falls back to mixed precision through pipeline.int8."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,16 +20,21 @@ from targets.tflite.sidecar import labels_for
 if TYPE_CHECKING:
     from pipeline.verify import Checks
 
+#: what :meth:`TfliteConvertStage.prepare` leaves in the work folder for its run
+PREPARED = "prepared.json"
+
 
 class TfliteConvertStage(Stage):
     """``tflite:<precision>``: the trunk's ONNX to one .tflite, checked and timed on LiteRT."""
 
     stage = "convert_tflite"
-    #: 5: the int8 fallback ranks on a 96-input sample, one process per core
-    version = 5
+    #: 5: the int8 fallback ranks on a 96-input sample, one process per core; 6: converted
+    #: from a frozen concrete function, with a serving_default signature written afterwards
+    version = 6
     tools = ("onnx2tf", "tensorflow", "tf_keras", "ai-edge-litert", "onnx", "onnxsim",
              "onnxruntime", "numpy")
     target = "tflite"
+    prepares = True   # the conversion runs side by side with the other targets' (pipeline.prepare)
 
     def __init__(self, ctx: Any, precision: str) -> None:
         self.ctx = ctx
@@ -70,12 +76,25 @@ class TfliteConvertStage(Stage):
             checks.latency["delegate"] = "xnnpack" if runner.xnnpack else "none"
         return checks
 
-    def run(self, inputs: dict, workdir: Path) -> StageOutput:
+    def prepare(self, inputs: dict, workdir: Path) -> None:
+        """Convert (in a child process); the facts go to ``prepared.json`` for :meth:`run`."""
         from pipeline.reference import Reference
 
         reference = Reference.load(inputs["reference"].path)
         path = workdir / f"model_{self.precision}.tflite"
         facts = self._convert(inputs["onnx"].path, path, reference, workdir)
+        prepared = {"facts": facts, "calibration": getattr(self, "_calibration", None)}
+        (workdir / PREPARED).write_text(json.dumps(prepared))
+
+    def run(self, inputs: dict, workdir: Path) -> StageOutput:
+        from pipeline.reference import Reference
+
+        if not (workdir / PREPARED).is_file():
+            self.prepare(inputs, workdir)
+        prepared = json.loads((workdir / PREPARED).read_text())
+        facts, self._calibration = prepared["facts"], prepared["calibration"]
+        reference = Reference.load(inputs["reference"].path)
+        path = workdir / f"model_{self.precision}.tflite"
         problems = graph_problems(facts["ops"])
         if problems:
             raise StageError(self.name, "; ".join(problems) + f" (op counts: {facts['ops']})")

@@ -321,3 +321,27 @@ def test_runner_agrees_with_onnxruntime_on_the_converted_fp32_model(android_run)
     with lite_runner as lite, OrtRunner(onnx_path) as ort:
         got, want = lite.infer({"input": x})["output"], ort.infer({"input": x})["output"]
     np.testing.assert_allclose(got, want, atol=1e-4 * float(np.ptp(want)))
+
+
+def test_every_published_model_has_a_serving_signature_by_onnx_names(android_run) -> None:
+    """One ``serving_default`` signature (what Android's runSignature calls), keyed by the ONNX
+    input/output names, on each precision's file; the signature runner gives the same output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    config, _ = android_run
+    folder = config.artifacts_dir / "android" / "mobilenet_v2_0.35_64_10cls"
+    models = sorted(folder.glob("model_*.tflite"))
+    assert models
+    x = np.random.default_rng(2).standard_normal((1, 64, 64, 3)).astype(np.float32)
+    for path in models:
+        interpreter = Interpreter(model_path=str(path))
+        assert interpreter.get_signature_list() == {
+            "serving_default": {"inputs": ["input"], "outputs": ["output"]}}, path.name
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        assert detail["dtype"] == np.float32            # float I/O by default
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        direct = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+        np.testing.assert_array_equal(runner(input=x)["output"], direct)
