@@ -195,32 +195,28 @@ def run(
     """Convert a model, check parity and latency at every stage, write the report."""
 
     def body() -> int:
+        from pipeline.api import config_overrides, run_config
         from pipeline.config import load_config
-        from pipeline.run import execute
-
-        cfg = load_config(config, {
-            "model": model, "weights": weights, "width": width, "resolution": resolution,
-            "num_classes": num_classes, "targets": _csv(targets), "precisions": _csv(precisions),
-            "calib": calib, "out": out_dir, "artifacts_dir": artifacts_dir, "force": _csv(force), "threads": threads,
-            "eval": eval_dir, "dataset": dataset, "finetune_epochs": finetune_epochs,
-            "quant_method": quant_method, "calib_images": calib_images,
-            "int8_fallback": int8_fallback, "int8_max_float_layers": int8_max_float_layers,
-            "min_accuracy": min_accuracy, "prune": prune, "prune_mode": prune_mode,
-            "distill": distill, "tflite_layout": tflite_layout,
-            "tflite_int8_io": tflite_int8_io, "labels": labels,
-            "coreml": {k: v for k, v in {"deployment_target": coreml_deployment_target,
-                                         "input_type": coreml_input_type,
-                                         "compute_units": _csv(coreml_compute_units)}.items()
-                       if v is not None},
-            "train": {k: v for k, v in {"lr": lr, "batch_size": batch_size,
-                                        "weight_decay": weight_decay,
-                                        "warmup_epochs": warmup_epochs}.items()
-                      if v is not None}})
         from pipeline.progress import use_sink
 
+        cfg = load_config(config, config_overrides({
+            "model": model, "weights": weights, "width": width, "resolution": resolution,
+            "num_classes": num_classes, "targets": _csv(targets), "precisions": _csv(precisions),
+            "calib": calib, "out_dir": out_dir, "artifacts_dir": artifacts_dir,
+            "force": _csv(force), "threads": threads, "eval_dir": eval_dir, "dataset": dataset,
+            "finetune_epochs": finetune_epochs, "quant_method": quant_method,
+            "calib_images": calib_images, "int8_fallback": int8_fallback,
+            "int8_max_float_layers": int8_max_float_layers, "min_accuracy": min_accuracy,
+            "prune": prune, "prune_mode": prune_mode, "distill": distill,
+            "tflite_layout": tflite_layout, "tflite_int8_io": tflite_int8_io, "labels": labels,
+            "coreml_deployment_target": coreml_deployment_target,
+            "coreml_input_type": coreml_input_type,
+            "coreml_compute_units": _csv(coreml_compute_units), "lr": lr,
+            "batch_size": batch_size, "weight_decay": weight_decay,
+            "warmup_epochs": warmup_epochs}))
         progress = _Progress()
         with use_sink(progress):
-            outcome = execute(cfg, progress)
+            _, outcome = run_config(cfg, progress)   # the Python API's runner (pipeline.api)
         print_nodes(outcome.report)
         said: set[tuple[str, str]] = set()
         for node in outcome.report["nodes"]:

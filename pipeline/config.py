@@ -244,15 +244,15 @@ def _section_keys(loc: tuple[Any, ...]) -> list[str]:
 
 
 def _format_validation_error(exc: ValidationError, source: str,
-                             from_cli: frozenset[str] = frozenset()) -> str:
+                             from_cli: frozenset[str] = frozenset(), api: bool = False) -> str:
     problems = []
     listed: set[str] = set()  # each section's valid keys are listed once
     errors = exc.errors(include_url=False)
     for err in errors[:MAX_PROBLEMS]:
         loc = tuple(err["loc"])
         where = short(".".join(short(str(p), 40) for p in loc), 120) or "(top level)"
-        if loc and len(loc) == 1 and loc[0] in from_cli:
-            where = "--" + str(loc[0]).replace("_", "-")
+        if loc and len(loc) == 1 and loc[0] in from_cli:   # as the caller spelled it
+            where = f"{loc[0]}=" if api else "--" + str(loc[0]).replace("_", "-")
         else:
             where = f"'{where}'"
         if err["type"] == "extra_forbidden":
@@ -269,10 +269,13 @@ def _format_validation_error(exc: ValidationError, source: str,
     return f"invalid configuration in {source}: {'; '.join(problems)}"
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
-    """Merge a YAML file (if any) with CLI overrides (which win) into a validated config."""
+def load_config(path: Path | None, overrides: dict[str, Any], *,
+                api: bool = False) -> PipelineConfig:
+    """Merge a YAML file (if any) with CLI overrides (which win) into a validated config;
+    ``api``: the overrides are export()'s keyword arguments (so errors name them so)."""
     data: dict[str, Any] = {}
-    source = "command-line options"
+    options = "export() options" if api else "command-line options"
+    source = options
     if path is not None:
         source = str(path)
         if not Path(path).is_file():
@@ -308,8 +311,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> PipelineConfig:
         else:
             data[key] = value
     if path is not None and cli:
-        source = f"{path} and the command-line options"
+        source = f"{path} and the {options}"
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserInputError(_format_validation_error(exc, source, frozenset(cli))) from None
+        raise UserInputError(_format_validation_error(exc, source, frozenset(cli), api)) from None

@@ -18,7 +18,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pipeline import memory_model
 from pipeline.errors import UserInputError
+from pipeline.memory_model import is_memory_ref
 from pipeline.models.registry import (CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, ZOO_NAMES,
                                       ModelSpec, Preprocessing, build, min_resolution,
                                       preprocessing_for)
@@ -41,6 +43,8 @@ class ModelSource:
     def label(self) -> str:
         if self.is_zoo:
             return self.spec.label
+        if is_memory_ref(self.ref):
+            return f"{memory_model.class_name(self.ref)}_{self.resolution}"
         return self.ref.rsplit(":", 1)[-1] + f"_{self.resolution}"
 
     @property
@@ -65,6 +69,8 @@ class ModelSource:
                 model = build(self.spec)
             except ValueError as exc:
                 raise UserInputError(f"--model {self.ref}: {exc}") from None
+        elif is_memory_ref(self.ref):
+            model = memory_model.build(self.ref)
         else:
             model = _call_factory(self.ref, _resolve_factory(self.ref), self.num_classes)
         return model.eval()
@@ -231,7 +237,7 @@ def code_files(ref: str) -> list[tuple[str, Path]]:
     Folders of the Python environment (a ``.venv``, site-packages, the standard library) and of
     mobile-export itself are left out when they lie inside the model's folder; one that holds
     the model's folder leaves it alone (an installed package's own modules count)."""
-    if ":" not in ref:
+    if ":" not in ref or is_memory_ref(ref):   # an in-memory model's ref holds its digest
         return []
     location = ref.rsplit(":", 1)[0]
     main, roots = _code_roots(location, ref)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
+from pipeline.version import __version__
 from pipeline.cache import Cache
 from pipeline.config import PipelineConfig
 from pipeline.context import RunContext
@@ -27,6 +27,8 @@ class RunOutcome:
     out_dir: Path
     exit_code: int
     pages_rendered: bool = True   # False: report.md/html were unchanged and kept
+    #: node name -> the published file or folder, for the nodes that were published
+    published: dict[str, Path] = field(default_factory=dict)
 
 
 def default_out_dir(config: PipelineConfig, label: str) -> Path:
@@ -78,4 +80,4 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
     report["exit_code"] = exit_code_for(nodes)
     previous = previous_report(out_dir)
     rendered = write_report(merge(stamp(report), previous), out_dir, previous)
-    return RunOutcome(report, out_dir, report["exit_code"], rendered)
+    return RunOutcome(report, out_dir, report["exit_code"], rendered, dict(published))

@@ -15,6 +15,7 @@ SLOW_FILES = {
     "tests/targets/test_conformance.py": 95,
     "tests/targets/onnx/test_quantize.py": 75,
     "tests/pipeline/test_kill_rerun.py": 50,
+    "tests/pipeline/test_api.py": 45,
     "tests/targets/tensorrt/test_target.py": 44,
     "tests/pipeline/stages/test_export_onnx.py": 43,
     "tests/pipeline/release/test_commands.py": 41,
