@@ -149,12 +149,8 @@ def _model_ref(model: Any, overrides: dict[str, Any]) -> str:
     """The config's ``model`` for what export() was given (registering a module)."""
     from torch import nn
 
-    if isinstance(model, (str, Path)):
-        ref = str(model)
-        if ref.endswith(".onnx"):
-            raise UserInputError(f"{ref}: ONNX models as input are not supported by this "
-                                 "version; export the PyTorch model instead")
-        return ref
+    if isinstance(model, (str, Path)):   # a zoo name, a factory, or an .onnx file
+        return str(model)
     if not isinstance(model, nn.Module):
         raise UserInputError(f"export() takes a torch.nn.Module, a zoo name or a "
                              f"file.py:factory string, not a {type(model).__name__}")

@@ -111,21 +111,6 @@ class _Progress:
                       f"(elapsed {total:6.1f} s)", highlight=False)
 
 
-def print_nodes(report: dict[str, Any]) -> None:
-    from pipeline.report.markdown import HEADER, node_row
-
-    table = Table(title=f"{report['model']['label']}  →  exit code {report['exit_code']}")
-    for column in HEADER:
-        table.add_column(column)
-    for node in report["nodes"]:
-        row = node_row(node)
-        verdict = row[2]
-        row[2] = {"pass": "[green]pass[/]", "fail": "[red]fail[/]"}.get(verdict,
-                                                                         f"[yellow]{verdict}[/]")
-        table.add_row(*row)
-    out.print(table)
-
-
 @app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file; CLI options win."),
@@ -145,6 +130,8 @@ def run(
     force: Optional[str] = typer.Option(None, help="Rerun these stages (comma list) and "
                                         "everything downstream."),
     threads: Optional[int] = typer.Option(None, help="Threads for every runtime."),
+    latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Fail "
+                                                      "(exit 1) every node slower than this."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled image folder "
                                             "root/<class>/<image> for accuracy at every node."),
     dataset: Optional[str] = typer.Option(None, help="Built-in labelled dataset: digits "
@@ -196,6 +183,7 @@ def run(
 
     def body() -> int:
         from pipeline.api import config_overrides, run_config
+        from pipeline.cli_output import print_nodes, print_problems
         from pipeline.config import load_config
         from pipeline.progress import use_sink
 
@@ -203,7 +191,8 @@ def run(
             "model": model, "weights": weights, "width": width, "resolution": resolution,
             "num_classes": num_classes, "targets": _csv(targets), "precisions": _csv(precisions),
             "calib": calib, "out_dir": out_dir, "artifacts_dir": artifacts_dir,
-            "force": _csv(force), "threads": threads, "eval_dir": eval_dir, "dataset": dataset,
+            "force": _csv(force), "threads": threads, "latency_budget_ms": latency_budget_ms,
+            "eval_dir": eval_dir, "dataset": dataset,
             "finetune_epochs": finetune_epochs, "quant_method": quant_method,
             "calib_images": calib_images, "int8_fallback": int8_fallback,
             "int8_max_float_layers": int8_max_float_layers, "min_accuracy": min_accuracy,
@@ -217,20 +206,8 @@ def run(
         progress = _Progress()
         with use_sink(progress):
             _, outcome = run_config(cfg, progress)   # the Python API's runner (pipeline.api)
-        print_nodes(outcome.report)
-        said: set[tuple[str, str]] = set()
-        for node in outcome.report["nodes"]:
-            if node["status"] == "failed":
-                console.print(f"[red]{node['name']}[/]: {escape(str(node['error']))}",
-                              highlight=False)
-            elif node["parity"]["verdict"] == "fail":   # ran, and its check failed: say why
-                console.print(f"[red]{node['name']} failed its check[/]: "
-                              f"{escape(str(node['parity'].get('reason')))}", highlight=False,
-                              soft_wrap=True)
-            elif node["status"] == "unavailable" and (node["target"], node["error"]) not in said:
-                said.add((node["target"], node["error"]))   # one line per target
-                console.print(f"[red]{node['target']} unavailable[/]: "
-                              f"{escape(str(node['error']))}", highlight=False)
+        print_nodes(outcome.report, out)
+        print_problems(outcome.report, console)
         console.print(f"report: {outcome.out_dir / 'report.json'}", highlight=False)
         if not outcome.pages_rendered:
             console.print("report.md and report.html unchanged (same artifacts and verdicts); "
@@ -276,13 +253,14 @@ def report(run_dir: Path = typer.Argument(..., help="The --out folder of a run."
     """Re-render report.md and the table from a run's report.json."""
 
     def body() -> int:
+        from pipeline.cli_output import print_nodes
         from pipeline.errors import UserInputError
         from pipeline.report.writer import read_report, write_report
 
         data = read_report(run_dir)       # checked for report.json's shape
         try:
             write_report(data, run_dir)
-            print_nodes(data)
+            print_nodes(data, out)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserInputError(f"{run_dir}/report.json cannot be rendered: a field holds "
                                  f"an unexpected value ({type(exc).__name__}: "

@@ -130,6 +130,9 @@ class PipelineConfig(_Strict):
     artifacts_dir: Path = Path("artifacts")
     force: tuple[str, ...] = ()
     threads: int = Field(1, ge=1)
+    latency_budget_ms: float | None = Field(None, gt=0, description="a latency gate: every "
+                                            "deployment node's batch-1 median must be within it "
+                                            "(pipeline.latency_budget)")
     opset: int = Field(18, ge=13)
     dataset: Literal["digits"] | None = Field(None, description="built-in labelled dataset "
                                               "for evaluation, calibration and fine-tuning")

@@ -46,9 +46,14 @@ class RunContext:
         Computed when the first stage's key is (after ``preflight`` built the model), so that
         ``code`` covers every module of the user's folder or package the model loaded."""
         c = self.config
-        return {"model": c.model, "width": c.width, "resolution": c.resolution,
-                "num_classes": c.num_classes, "code": _source_code_digest(c.model),
-                "weights": sha256_file(c.weights) if c.weights else None}
+        identity = {"model": c.model, "width": c.width, "resolution": c.resolution,
+                    "num_classes": c.num_classes, "code": _source_code_digest(c.model),
+                    "weights": sha256_file(c.weights) if c.weights else None}
+        if self.source.is_onnx:   # the file's content, not only its path
+            from pipeline.onnx_input import onnx_digest
+
+            identity["onnx"] = onnx_digest(c.model)
+        return identity
 
     @cached_property
     def calib_identity(self) -> str | None:

@@ -21,6 +21,7 @@ from torch import nn
 from pipeline import memory_model
 from pipeline.errors import UserInputError
 from pipeline.memory_model import is_memory_ref
+from pipeline.onnx_input import is_onnx_ref
 from pipeline.models.registry import (CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, ZOO_NAMES,
                                       ModelSpec, Preprocessing, build, min_resolution,
                                       preprocessing_for)
@@ -40,11 +41,18 @@ class ModelSource:
         return self.ref in ZOO_NAMES
 
     @property
+    def is_onnx(self) -> bool:
+        """An ONNX file (pipeline.onnx_input): no PyTorch model, ONNX Runtime is the reference."""
+        return is_onnx_ref(self.ref)
+
+    @property
     def label(self) -> str:
         if self.is_zoo:
             return self.spec.label
         if is_memory_ref(self.ref):
             return f"{memory_model.class_name(self.ref)}_{self.resolution}"
+        if self.is_onnx:
+            return f"{Path(self.ref).stem}_{self.resolution}"
         return self.ref.rsplit(":", 1)[-1] + f"_{self.resolution}"
 
     @property
@@ -71,6 +79,9 @@ class ModelSource:
                 raise UserInputError(f"--model {self.ref}: {exc}") from None
         elif is_memory_ref(self.ref):
             model = memory_model.build(self.ref)
+        elif self.is_onnx:
+            raise UserInputError(f"{self.ref} is an ONNX model: the stages that need a PyTorch "
+                                 "model (fine-tuning, pruning) cannot run on it")
         else:
             model = _call_factory(self.ref, _resolve_factory(self.ref), self.num_classes)
         return model.eval()
@@ -237,7 +248,7 @@ def code_files(ref: str) -> list[tuple[str, Path]]:
     Folders of the Python environment (a ``.venv``, site-packages, the standard library) and of
     mobile-export itself are left out when they lie inside the model's folder; one that holds
     the model's folder leaves it alone (an installed package's own modules count)."""
-    if ":" not in ref or is_memory_ref(ref):   # an in-memory model's ref holds its digest
+    if ":" not in ref or is_memory_ref(ref) or is_onnx_ref(ref):   # digests of their own
         return []
     location = ref.rsplit(":", 1)[0]
     main, roots = _code_roots(location, ref)

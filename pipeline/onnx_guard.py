@@ -25,7 +25,7 @@ class UnsafeModel(UserInputError):
     """An ONNX model that cannot be opened safely (damaged, or pointing outside its folder)."""
 
 
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+def tensors_of(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Every tensor of ``graph`` and its subgraphs: initializers, sparse initializers and
     tensor-valued node attributes (written out because onnx's walker is private)."""
     yield from graph.initializer
@@ -38,9 +38,9 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield attribute.t
             yield from attribute.tensors
             if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
+                yield from tensors_of(attribute.g)
             for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
+                yield from tensors_of(subgraph)
 
 
 def _location_problem(tensor: onnx.TensorProto, folder: Path) -> str | None:
@@ -86,7 +86,7 @@ def check_onnx_file(path: Path) -> onnx.ModelProto:
                           "pass a file written by an ONNX exporter") from None
     if not model.HasField("graph"):
         raise UnsafeModel(f"{path} holds no graph; pass a file written by an ONNX exporter")
-    for tensor in _tensors(model.graph):
+    for tensor in tensors_of(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             problem = _location_problem(tensor, path.parent)
             if problem:

@@ -11,6 +11,10 @@ from targets.base import Target, registered_targets
 
 
 def trunk_stages(ctx: RunContext) -> list[Stage]:
+    if ctx.source.is_onnx:   # the chain starts at the ONNX node (pipeline.onnx_input)
+        from pipeline.stages.load_onnx import LoadOnnxStage
+
+        return [LoadOnnxStage(ctx)]
     stages: list[Stage] = []
     if ctx.config.finetune_epochs > 0:
         from pipeline.stages.finetune import FinetuneStage
@@ -27,6 +31,11 @@ def requested_targets(ctx: RunContext) -> list[Target]:
     """Instances of the requested targets; refuses a target none of whose precisions was asked."""
     registry = registered_targets()
     chosen = []
+    if ctx.source.is_onnx and "coreml" in ctx.config.targets:
+        raise UserInputError(f"{ctx.config.model}: Core ML cannot start from an ONNX model "
+                             "(coremltools >= 6 has no ONNX front end, and no ONNX-to-PyTorch "
+                             "importer is installed); drop coreml from --targets, or pass the "
+                             "PyTorch model")
     for name in ctx.config.targets:
         target = registry[name]()
         if not set(ctx.config.precisions) & set(target.precisions):
@@ -66,10 +75,13 @@ def with_providers(ctx: RunContext, stages: list[Stage]) -> list[Stage]:
 
 def preflight(ctx: RunContext) -> None:
     """Check the model, its weights and the input resolution before any stage runs."""
-    from pipeline.stages.load import build_reference_model
-
-    ctx.source.check_resolution(build_reference_model(ctx))
     c = ctx.config
+    if ctx.source.is_onnx:
+        _preflight_onnx(ctx)
+    else:
+        from pipeline.stages.load import build_reference_model
+
+        ctx.source.check_resolution(build_reference_model(ctx))
     if c.calib is not None:
         from pipeline.data import image_folder
 
@@ -93,3 +105,13 @@ def preflight(ctx: RunContext) -> None:
     if c.finetune_epochs > 0 and c.dataset is None and c.train_dir is None:
         raise UserInputError("--finetune-epochs needs training data: pass --dataset digits or "
                              "set train_dir to a labelled folder root/<class>/<image>")
+
+
+def _preflight_onnx(ctx: RunContext) -> None:
+    """What an ONNX model cannot do: the stages that train or prune a PyTorch model."""
+    c = ctx.config
+    for flag, value in (("--finetune-epochs", c.finetune_epochs), ("--prune", c.prune),
+                        ("--weights", c.weights)):
+        if value:
+            raise UserInputError(f"{flag} needs a PyTorch model, and {c.model} is an ONNX "
+                                 f"model; drop {flag} (or pass the PyTorch model)")

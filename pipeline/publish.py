@@ -35,8 +35,10 @@ def upstream_names(graph: Graph, name: str) -> set[str]:
 
 
 def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root: Path,
-            label: str) -> dict[str, Path]:
-    """Copy each publishable target output; returns node name -> published path."""
+            label: str, held_back: set[str] = frozenset()) -> dict[str, Path]:
+    """Copy each publishable target output; returns node name -> published path.
+    ``held_back``: nodes that passed their checks but not a gate of the user's (the latency
+    budget): not published themselves, without holding back the nodes downstream."""
     by_name = {r.stage.name: r for r in results}
     by_target = {t.name: t for t in targets}
     published: dict[str, Path] = {}
@@ -44,7 +46,8 @@ def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root
         sweep_temp(root / target.platform / label)
     for result in results:
         target = by_target.get(result.stage.target)
-        if target is None or not result.outputs or not _passed(result):
+        if target is None or not result.outputs or not _passed(result) \
+                or result.stage.name in held_back:
             continue
         if not all(_passed(by_name[u]) for u in upstream_names(graph, result.stage.name)):
             continue

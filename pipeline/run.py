@@ -13,7 +13,9 @@ from pipeline.config import PipelineConfig
 from pipeline.context import RunContext
 from pipeline.files import check_writable
 from pipeline.graph import NodeResult, ProgressHook
+from pipeline.latency_budget import budget_verdicts, missed
 from pipeline.machine import describe_machine
+from pipeline.onnx_input import REFERENCE_LABEL, is_onnx_ref, with_model_facts
 from pipeline.plan import build_graph, preflight, requested_targets
 from pipeline.publish import publish
 from pipeline.report.merge import merge, previous_report, stamp
@@ -38,6 +40,8 @@ def default_out_dir(config: PipelineConfig, label: str) -> Path:
 def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> RunOutcome:
     """Run the whole pipeline for ``config`` and write the report."""
     started = time.perf_counter()
+    if is_onnx_ref(config.model):   # its size and classes come from the model
+        config = with_model_facts(config)
     ctx = RunContext(config)
     targets = requested_targets(ctx)
     out_dir = default_out_dir(config, ctx.label)
@@ -48,8 +52,15 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
     cache = Cache(config.cache_dir)
     results = graph.run(cache, set(config.force), progress)
     label = ctx.label
-    published = publish(graph, results, targets, config.artifacts_dir, label)
+    budgets = budget_verdicts(results, config.latency_budget_ms)
+    published = publish(graph, results, targets, config.artifacts_dir, label,
+                        held_back=missed(budgets))
     nodes = [node_json(r, published.get(r.stage.name)) for r in results]
+    for node in nodes:
+        if node["name"] in budgets:
+            node["latency_budget"] = budgets[node["name"]]
+        if ctx.source.is_onnx:
+            node["parity"]["reference"] = REFERENCE_LABEL
     for target in targets:
         mine = [n for n, r in zip(nodes, results) if r.stage.name in published
                 and r.stage.target == target.name]
@@ -59,7 +70,7 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
         target = next(t for t in targets if t.name == name)
         nodes += [unavailable_node(name, p, reason) for p in config.precisions
                   if p in target.precisions]
-    load = next(r for r in results if r.stage.stage == "load")
+    load = next(r for r in results if r.stage.stage in ("load", "load_onnx"))
     reference = load.outputs.get("reference")
     report = {
         "schema": 1,

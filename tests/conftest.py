@@ -19,6 +19,7 @@ SLOW_FILES = {
     "tests/targets/tensorrt/test_target.py": 44,
     "tests/pipeline/stages/test_export_onnx.py": 43,
     "tests/pipeline/release/test_commands.py": 41,
+    "tests/pipeline/test_onnx_input.py": 40,
     "tests/pipeline/int8/test_search.py": 39,
     "tests/pipeline/release/test_publish_verify.py": 37,
     "tests/targets/tensorrt/test_check.py": 34,

@@ -34,6 +34,9 @@ def node_notes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for node in nodes:
         mixed = (node.get("info") or {}).get("mixed_precision")
         items = [f"warning: {w}" for w in node.get("warnings") or []]
+        budget = node.get("latency_budget") or {}
+        if budget.get("verdict") == "fail":
+            items.append(f"latency budget missed: {budget['reason']} (not published)")
         if mixed and mixed.get("cost"):
             cost = mixed["cost"]
             labels = [(mixed.get("layers") or {}).get(name, {}).get("label", name)

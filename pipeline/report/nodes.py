@@ -63,8 +63,10 @@ def unavailable_node(target: str, precision: str, reason: str) -> dict[str, Any]
 
 
 def exit_code_for(nodes: list[dict[str, Any]]) -> int:
-    """The run's exit code: a failed gate (1) before an unavailable target (3) before success."""
+    """The run's exit code: a failed gate, the latency budget's too (1), before an unavailable
+    target (3) before success."""
     verdicts = [n["parity"]["verdict"] for n in nodes]
+    verdicts += [n["latency_budget"]["verdict"] for n in nodes if n.get("latency_budget")]
     if "fail" in verdicts:
         return EXIT_PARITY_FAILED
     if any(n["status"] == "unavailable" for n in nodes):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,6 +65,15 @@ class RunRecord(NodeRun):
     exit_code: int
 
 
+class LatencyBudgetEntry(_Open):
+    """--latency-budget-ms's verdict on a node (pipeline.latency_budget)."""
+
+    limit_ms: float = Field(gt=0)
+    median_ms: float | None = None
+    verdict: Literal["pass", "fail", "unverified"]
+    reason: str
+
+
 class NodeEntry(_Open):
     name: str
     stage: str
@@ -80,6 +89,7 @@ class NodeEntry(_Open):
     warnings: list[str] = []
     error: str | None = None
     run: NodeRun | None = None
+    latency_budget: LatencyBudgetEntry | None = None
 
 
 class ReferenceEntry(_Open):

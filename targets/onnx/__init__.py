@@ -28,7 +28,9 @@ class OnnxTarget(Target):
         from pipeline.stages.export_onnx import ExportOnnxStage
         from targets.onnx.quantize import QuantizeOnnxStage
 
-        stages = [ExportOnnxStage(ctx)] if "fp32" in precisions else []
+        # an ONNX model given as input is the fp32 ONNX: it is not exported again
+        stages = [ExportOnnxStage(ctx)] if "fp32" in precisions and not ctx.source.is_onnx \
+            else []
         if "int8" in precisions:
             stages.append(QuantizeOnnxStage(ctx))
         return stages

@@ -89,8 +89,8 @@ def test_bad_calls_raise_the_clis_typed_errors(tmp_path: Path) -> None:
         export(model, example_input=torch.zeros(1, 3, 32, 32), resolution=64)
     with pytest.raises(UserInputError, match="not a list"):
         export([model])
-    with pytest.raises(UserInputError, match="ONNX models as input"):
-        export("model.onnx")
+    with pytest.raises(UserInputError, match="model.onnx is not a file"):
+        export("model.onnx")                 # ONNX input: checked before anything runs
     with pytest.raises(UserInputError, match="export\\(\\) options: unknown key no_such_option="):
         export("mobilenet_v2", no_such_option=1, artifacts_dir=tmp_path)
     assert not list(tmp_path.iterdir())   # nothing was written by a refused call
