@@ -134,6 +134,31 @@ def test_interleaved_protocol() -> None:
     json.dumps(out, allow_nan=False)
 
 
+def test_fresh_rounds_activate_each_case_anew_one_at_a_time() -> None:
+    log: list[str] = []
+    a, b = MatmulRunner("a", log), MatmulRunner("b", log)
+    resident: list[int] = []
+    original = MatmulRunner.infer_impl
+
+    def infer(self, feeds):
+        resident.append(sum(r.is_active for r in (a, b)))
+        return original(self, feeds)
+
+    MatmulRunner.infer_impl = infer
+    try:
+        session = benchmark_interleaved({"A": (a, feeds()), "B": (b, feeds())}, warmup=10,
+                                        runs=60, rounds=3, fresh_rounds=True)
+    finally:
+        MatmulRunner.infer_impl = original
+    assert a.activations == b.activations == 3 and not a.is_active and not b.is_active
+    assert set(resident) == {1}                     # never two runners resident at once
+    # each round: activate, 10 warm-ups, 20 timed calls, then the next case; rounds rotate
+    # (a b | b a | a b), so a run-length log merges the neighbours of the same case
+    assert _blocks(log) == [("a", 30), ("b", 60), ("a", 60), ("b", 30)]
+    assert session["A"].runs == 60 and len(session["A"].samples_ms) == 60
+    assert session["A"].warmup == 10
+
+
 def test_interleaved_same_runner_twice_and_bad_rounds() -> None:
     log: list[str] = []
     shared = MatmulRunner("s", log)
