@@ -15,6 +15,7 @@ import copy
 import hashlib
 import inspect
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -24,7 +25,10 @@ from pipeline.errors import UserInputError
 
 PREFIX = "memory:"
 
-_REGISTRY: dict[str, nn.Module] = {}
+#: ref -> private copy, the most recently registered last; a notebook that exports a changing
+#: model again and again keeps only the last few copies in memory
+_REGISTRY: OrderedDict[str, nn.Module] = OrderedDict()
+MAX_REGISTERED = 8
 _LOCK = threading.Lock()
 #: plain attribute types that can change a module's forward and have a stable repr
 _PLAIN = (bool, int, float, str, bytes, type(None))
@@ -51,6 +55,9 @@ def register(module: nn.Module) -> str:
                 raise UserInputError(f"the model cannot be copied ({type(exc).__name__}: "
                                      f"{str(exc)[:200]}); export() keeps a private copy so "
                                      "the run converts what was passed") from None
+        _REGISTRY.move_to_end(ref)
+        while len(_REGISTRY) > MAX_REGISTERED:
+            _REGISTRY.popitem(last=False)
     return ref
 
 

@@ -122,27 +122,41 @@ def onnx_digest(path: str | Path) -> str:
     import onnx
 
     from pipeline.artifact import sha256_file
-    from pipeline.onnx_guard import tensors_of
 
     path = Path(path)
     digest = hashlib.sha256(sha256_file(path).encode())
     model = onnx.load(str(path), load_external_data=False)
-    locations = sorted({entry.value for t in tensors_of(model.graph)
-                        if t.data_location == onnx.TensorProto.EXTERNAL
-                        for entry in t.external_data if entry.key == "location"})
-    for location in locations:   # check_onnx_file confined them to the folder
+    for location in external_files(model):   # check_onnx_file confined them to the folder
         digest.update(location.encode() + b"\0" + sha256_file(path.parent / location).encode())
     return digest.hexdigest()
 
 
-def self_contained_copy(path: str | Path, dest: Path) -> Path:
-    """The model as one file at ``dest`` (external data read in, from inside its folder only,
-    after :func:`inspect_onnx`), so the cache holds everything the converters read."""
+def external_files(model: Any) -> list[str]:
+    """The external data files a model's tensors name, sorted."""
     import onnx
 
-    from pipeline.onnx_guard import check_onnx_file
+    from pipeline.onnx_guard import tensors_of
 
-    check_onnx_file(Path(path))
-    model = onnx.load(str(path), load_external_data=True)
+    return sorted({entry.value for t in tensors_of(model.graph)
+                   if t.data_location == onnx.TensorProto.EXTERNAL
+                   for entry in t.external_data if entry.key == "location"})
+
+
+def self_contained_copy(path: str | Path, dest: Path) -> tuple[Path, Any]:
+    """The model as one file at ``dest`` (external data read in, from inside its folder only,
+    at most protobuf's 2 GiB in all), and the loaded model, so the cache holds everything the
+    converters read."""
+    import onnx
+
+    from pipeline.onnx_guard import MAX_ONNX_BYTES, check_onnx_file
+
+    path = Path(path)
+    model = check_onnx_file(path)
+    total = path.stat().st_size + sum((path.parent / loc).stat().st_size
+                                      for loc in external_files(model))
+    if total > MAX_ONNX_BYTES:
+        raise UserInputError(f"{path} and its external data hold {total} bytes, over the 2 GiB "
+                             "one self-contained ONNX file can carry; pass a smaller model")
+    onnx.load_external_data_for_model(model, str(path.parent))
     dest.write_bytes(model.SerializeToString(deterministic=True))
-    return dest
+    return dest, model

@@ -12,7 +12,7 @@ from pipeline.context import RunContext
 from pipeline.data import build_parity_inputs
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.onnx_graph import op_counts
-from pipeline.onnx_input import REFERENCE_LABEL, inspect_onnx, onnx_digest, self_contained_copy
+from pipeline.onnx_input import REFERENCE_LABEL, inspect_onnx, self_contained_copy
 from pipeline.parity import run_outputs
 from pipeline.reference import Reference
 from pipeline.stages.load import reference_evaluation, with_eval_samples
@@ -34,18 +34,16 @@ class LoadOnnxStage(Stage):
 
     def config(self) -> dict[str, Any]:
         c = self.ctx.config
-        return {"onnx": onnx_digest(c.model), "resolution": c.resolution,
+        return {"onnx": self.ctx.model_identity["onnx"], "resolution": c.resolution,
                 "num_classes": c.num_classes, "parity": c.parity.model_dump(),
                 "preprocessing": asdict(self.ctx.source.preprocessing),
                 "calib": self.ctx.calib_identity, "eval": self.ctx.eval_identity,
                 **self.ctx.measure_config("fp32")}
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
-        import onnx
-
         ctx, c = self.ctx, self.ctx.config
         facts = inspect_onnx(c.model)
-        path = self_contained_copy(c.model, workdir / "model.onnx")
+        path, model = self_contained_copy(c.model, workdir / "model.onnx")
         parity_inputs = build_parity_inputs(ctx.source.preprocessing, c.calib,
                                             n_random=c.parity.n_random, seed=c.parity.seed,
                                             max_calib=c.parity.max_calib)
@@ -59,7 +57,6 @@ class LoadOnnxStage(Stage):
         checks = check_node(file_runner(path, c.threads), reference, ctx.tolerance("fp32"),
                             c.bench, ctx.accuracy_drop("fp32"))
         checks.parity.notes.append(f"reference: {REFERENCE_LABEL}")
-        model = onnx.load(str(path), load_external_data=False)
         record = checks.to_record()
         record["info"] = {"source": str(c.model), "opset": facts.opset,
                           "ops": op_counts(model), "nodes": len(model.graph.node),

@@ -80,3 +80,12 @@ def test_unknown_refs_and_non_modules_are_clear_errors() -> None:
         memory_model.build("memory:Net@" + "0" * 64)
     with pytest.raises(UserInputError, match="not a dict"):
         memory_model.register({})   # type: ignore[arg-type]
+
+
+def test_the_registry_keeps_only_the_most_recent_models() -> None:
+    refs = []
+    for scale in range(memory_model.MAX_REGISTERED + 2):
+        refs.append(memory_model.register(seeded(scale=float(scale + 10))))
+    with pytest.raises(UserInputError, match="another process"):
+        memory_model.build(refs[0])             # the oldest copy was let go
+    assert memory_model.build(refs[-1]).scale == float(memory_model.MAX_REGISTERED + 11)

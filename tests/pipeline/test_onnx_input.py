@@ -137,3 +137,16 @@ def test_a_legacy_exported_model_runs_through_tflite_fp32_and_int8(legacy_onnx, 
     assert "load_onnx" not in published and published["tflite:fp32"].suffix == ".tflite"
     assert outcome.exit_code == (0 if all(n["parity"]["verdict"] == "pass"
                                           for n in nodes.values()) else 1)
+
+
+def test_external_data_is_read_into_one_self_contained_copy(tmp_path: Path) -> None:
+    from pipeline.onnx_input import self_contained_copy
+
+    (tmp_path / "w.bin").write_bytes(np.full((3, 2), 2, np.float32).tobytes())
+    path = tiny_onnx(tmp_path / "m.onnx", external="w.bin")
+    copy, model = self_contained_copy(path, tmp_path / "copy.onnx")
+    loaded = onnx.load(str(copy), load_external_data=False)
+    (weight,) = loaded.graph.initializer
+    assert weight.data_location == TensorProto.DEFAULT
+    np.testing.assert_array_equal(numpy_helper.to_array(weight), np.full((3, 2), 2, np.float32))
+    assert len(model.graph.node) == 3
