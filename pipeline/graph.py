@@ -165,6 +165,7 @@ class Graph:
         results: list[NodeResult] = []
         failed: dict[str, str] = {}
         self._prepared: dict[str, Prepared] = {}
+        self._considered: set[str] = set()   # stages a wave has looked at (each once)
         try:
             self._run_all(cache, forced, progress, available, results, failed)
         finally:
@@ -184,9 +185,10 @@ class Graph:
         is not cached (one wave; pipeline.prepare)."""
         jobs = []
         for stage in remaining:
-            if not stage.prepares or stage.name in self._prepared or \
+            if not stage.prepares or stage.name in self._considered or \
                     any(i not in available for i in stage.inputs):
                 continue
+            self._considered.add(stage.name)
             inputs = {name: available[name] for name in stage.inputs}
             if stage.name not in forced and cache.record_path(self._key(stage, inputs)).is_file():
                 continue
@@ -206,7 +208,7 @@ class Graph:
                  failed: dict[str, str]) -> None:
         order = self.order()
         for position, stage in enumerate(order):
-            if stage.prepares and stage.name not in self._prepared:
+            if stage.prepares and stage.name not in self._considered:
                 self._prepare_ready(cache, forced, available, order[position:], progress)
             blocked = [self.producer[i] for i in stage.inputs if self.producer[i] in failed]
             if blocked:
