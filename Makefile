@@ -23,7 +23,7 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local timings
+.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local timings conformance
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
@@ -31,6 +31,7 @@ help:
 	@echo "make onnx | android | ios | tensorrt | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
 	@echo "make publish URL=... KEY=... [NAME=] [VERSION=] | verify-release URL=... PUBKEY=... | keygen | ci-local"
 	@echo "make timings - cold and cached run times of make all's run, into artifacts/bench/timings.json"
+	@echo "make conformance - the ONNX node tests of the vision op set through ONNX -> TFLite, into artifacts/conformance"
 
 setup: $(STAMP)
 
@@ -72,6 +73,12 @@ ALL_ARGS := $(RUN_ARGS) --targets onnx,tflite,coreml$(if $(HAVE_GPU),$(COMMA)ten
 	--precisions fp32,fp16,int8
 all: setup
 	$(CLI) run $(ALL_ARGS)
+
+# The ONNX backend node tests whose ops are all vision ops, through the product's ONNX -> TFLite
+# conversion and TensorRT's plan checks (pipeline/conformance): conformance.json and .md.
+# About 5 minutes on 2 cores; `make test` runs a 16-case subset.
+conformance: setup
+	$(PY) -m pipeline.conformance --out artifacts/conformance
 
 # First-run and rerun times of `make all`'s run, as a user waits for them (pipeline/timings.py):
 # a cold run into an empty artifacts folder, then cached reruns against the import floor.

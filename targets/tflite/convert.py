@@ -39,6 +39,7 @@ import numpy as np
 
 from targets.tflite.inspect import io_details, op_counts
 from targets.tflite.offline import Tee, captured_stdout, network_guard
+from targets.tflite.rewrite import spell_out_kernel_shapes
 
 #: The file onnx2tf looks for in the current directory before downloading it.
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -103,6 +104,7 @@ def batch_one_copy(source: Path, dest: Path) -> Path:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1
     del model.graph.value_info[:]
+    spell_out_kernel_shapes(model)
     onnx.save(model, str(dest))
     return dest
 

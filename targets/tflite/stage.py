@@ -30,7 +30,7 @@ class TfliteConvertStage(Stage):
     stage = "convert_tflite"
     #: 5: the int8 fallback ranks on a 96-input sample, one process per core; 6: converted
     #: from a frozen concrete function, with a serving_default signature written afterwards
-    version = 6
+    version = 6   # convert.py now also spells out a missing kernel_shape: only models that failed before change
     tools = ("onnx2tf", "tensorflow", "tf_keras", "ai-edge-litert", "onnx", "onnxsim",
              "onnxruntime", "numpy")
     target = "tflite"

@@ -345,3 +345,21 @@ def test_every_published_model_has_a_serving_signature_by_onnx_names(android_run
         direct = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
         np.testing.assert_array_equal(runner(input=x)["output"], direct)
+
+
+def test_a_missing_kernel_shape_is_spelled_out_from_the_weight() -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from targets.tflite.rewrite import spell_out_kernel_shapes
+
+    weight = numpy_helper.from_array(np.zeros((1, 2, 3, 5), np.float32), "W")
+    node = helper.make_node("ConvTranspose", ["X", "W"], ["Y"])
+    kept = helper.make_node("Conv", ["X", "W"], ["Z"], kernel_shape=[3, 5])
+    graph = helper.make_graph([node, kept], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], [weight])
+    model = helper.make_model(graph)
+    spell_out_kernel_shapes(model)
+    attrs = {n.op_type: {a.name: list(a.ints) for a in n.attribute} for n in model.graph.node}
+    assert attrs == {"ConvTranspose": {"kernel_shape": [3, 5]}, "Conv": {"kernel_shape": [3, 5]}}
