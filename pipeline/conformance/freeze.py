@@ -38,9 +38,8 @@ def frozen_case(case: Case, dest: Path) -> dict[str, Any]:
     inputs, outputs = _tensors(case.data, "input"), _tensors(case.data, "output")
     graph_inputs = [v for v in model.graph.input
                     if v.name not in {i.name for i in model.graph.initializer}]
-    # an input the suite leaves empty is an omitted optional input: nothing to freeze
     kept = graph_inputs[:1]
-    for value, array in zip(graph_inputs[1:], inputs[1:]):
+    for value, array in zip(graph_inputs[1:], inputs[1:], strict=True):   # a value for each
         model.graph.initializer.append(numpy_helper.from_array(array, value.name))
     del model.graph.input[:]
     model.graph.input.extend(kept)

@@ -3,8 +3,8 @@
 ``pipeline.conformance`` selects the cases and freezes their weight inputs into initializers;
 this module, run in an isolated child by :func:`run_cases`, converts each case with the very
 function the TFLite stage uses (:func:`targets.tflite.convert.convert` at fp32), runs the .tflite
-on LiteRT with the suite's own inputs, maps each tensor between the ONNX layout and the layout
-onnx2tf chose (channels-last for ranks 3-5, found by shape), and compares with the suite's
+on LiteRT with the suite's own inputs (fed channels-last where onnx2tf made the input so),
+reads each output in the axis order that gives the suite's shape, and compares with the suite's
 expected outputs at the suite's own tolerances (``np.testing.assert_allclose``, as
 ``onnx.backend.test.runner.Runner.assert_similar_outputs`` does, dtype included).
 
@@ -71,7 +71,7 @@ def compare(expected: np.ndarray, readings: list[tuple[tuple[int, ...], np.ndarr
     but the ONNX one says which order it took."""
     if not readings:
         return False, "output shape differs from the suite's", None
-    worst: float | None = None
+    least: float | None = None        # the smallest error over the readings
     for label, got in readings:
         if got.dtype != expected.dtype:
             return False, f"output dtype {got.dtype}, the suite expects {expected.dtype}", None
@@ -86,8 +86,8 @@ def compare(expected: np.ndarray, readings: list[tuple[tuple[int, ...], np.ndarr
             note = "" if label == tuple(range(got.ndim)) else f", axes {list(label)}"
             return True, f"within rtol {rtol:g}, atol {atol:g}{note}", error
         except AssertionError:
-            worst = error if worst is None else min(worst, error)
-    return False, f"values differ: max abs error {worst:.3g} (rtol {rtol:g}, atol {atol:g})", worst
+            least = error if least is None else min(least, error)
+    return False, f"values differ: max abs error {least:.3g} (rtol {rtol:g}, atol {atol:g})", least
 
 
 def _sample_file(inputs: list[np.ndarray], work: Path) -> Path:
@@ -111,10 +111,11 @@ def run_case(case: dict[str, Any], work: Path) -> dict[str, Any]:
     expected = [np.load(p) for p in case["outputs"]]
     out = work / "model.tflite"
     try:
-        facts = convert(case["model"], str(out), "fp32", case.get("layout", "NHWC"),
-                        str(_sample_file(inputs, work)))
+        facts = convert(case["model"], str(out), "fp32", "NHWC", str(_sample_file(inputs, work)))
     except ConversionError as exc:
         return {"status": "fail", "stage": "convert", "reason": str(exc)}
+    # the interpreter itself, not LiteRTRunner: that feeds float NCHW image batches only, and a
+    # case's inputs are any rank and dtype
     interpreter = Interpreter(model_path=str(out), num_threads=1)
     interpreter.allocate_tensors()
     details = interpreter.get_input_details()
