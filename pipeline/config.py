@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, \
+    field_validator, model_validator
 
 from pipeline.errors import UserInputError
 from pipeline.parity import Tolerance
@@ -117,12 +117,62 @@ class TrainSettings(_Strict):
                                         "fraction of the input side; 1 turns it off")
 
 
+#: The zoo model that takes a ``nas:`` section (pipeline.models.nas_space).
+NAS_MODEL = "mobilenet_nas"
+
+
+class NasConfig(_Strict):
+    """A point of the ``mobilenet_nas`` search space (the defaults are MobileNetV2's network).
+
+    The allowed values live in pipeline.models.nas_space, imported only when a value is checked
+    (it imports torch, which reading a configuration should not need)."""
+
+    depth_multiplier: float = Field(1.0, description="blocks per stage: ceil(n * d); one of "
+                                    "0.5, 0.75, 1.0, 1.25")
+    kernel_size: int = Field(3, description="depthwise kernel of every block: 3, 5 or 7")
+    activation: str = Field("relu6", description="relu6, swish or hard_swish")
+
+    @field_validator("depth_multiplier", mode="before")
+    @classmethod
+    def _depth(cls, value: Any) -> float:
+        from pipeline.models.nas_space import DEPTH_MULTIPLIERS
+
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or float(value) not in DEPTH_MULTIPLIERS:
+            raise ValueError(f"depth_multiplier must be one of "
+                             f"{', '.join(map(str, DEPTH_MULTIPLIERS))}, got {_bounded(value)}")
+        return float(value)
+
+    @field_validator("kernel_size", mode="before")
+    @classmethod
+    def _kernel(cls, value: Any) -> int:
+        from pipeline.models.nas_space import KERNEL_SIZES
+
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or value not in KERNEL_SIZES:
+            raise ValueError(f"kernel_size must be one of "
+                             f"{', '.join(map(str, KERNEL_SIZES))}, got {_bounded(value)}")
+        return int(value)
+
+    @field_validator("activation", mode="before")
+    @classmethod
+    def _activation(cls, value: Any) -> str:
+        from pipeline.models.nas_space import ACTIVATIONS
+
+        if not isinstance(value, str) or value not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                             f"got {_bounded(value)}")
+        return value
+
+
 class PipelineConfig(_Strict):
     model: str = "mobilenet_v2"
     weights: Path | None = None
     width: float = Field(1.0, gt=0)
     resolution: int = Field(224, ge=1)
     num_classes: int = Field(1000, ge=1)
+    nas: NasConfig | None = Field(None, description="the search-space point of model "
+                                  "mobilenet_nas: depth_multiplier, kernel_size, activation")
     targets: tuple[str, ...] = ("onnx",)
     precisions: tuple[str, ...] = ("fp32",)
     calib: Path | None = None
@@ -173,6 +223,15 @@ class PipelineConfig(_Strict):
         """``targets: onnx,tflite`` in YAML means what ``--targets onnx,tflite`` does."""
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("nas")
+    @classmethod
+    def _nas_model(cls, value: NasConfig | None, info: ValidationInfo) -> NasConfig | None:
+        model = info.data.get("model")
+        if value is not None and model != NAS_MODEL:
+            raise ValueError(f"the nas section is only for model {NAS_MODEL}, not "
+                             f"{_bounded(model)}; drop nas or pass model {NAS_MODEL}")
         return value
 
     @field_validator("targets")

@@ -22,8 +22,7 @@ class RunContext:
 
     @cached_property
     def source(self) -> ModelSource:
-        c = self.config
-        return ModelSource(c.model, c.width, c.resolution, c.num_classes)
+        return ModelSource.from_config(self.config)
 
     @property
     def label(self) -> str:
@@ -49,6 +48,8 @@ class RunContext:
         identity = {"model": c.model, "width": c.width, "resolution": c.resolution,
                     "num_classes": c.num_classes, "code": _source_code_digest(c.model),
                     "weights": sha256_file(c.weights) if c.weights else None}
+        if self.source.nas_identity is not None:   # mobilenet_nas: its point of the space
+            identity["nas"] = self.source.nas_identity
         if self.source.is_onnx:   # the file's content, not only its path
             from pipeline.onnx_input import onnx_digest
 

@@ -10,10 +10,10 @@ import site
 import sys
 import sysconfig
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from pipeline.onnx_input import is_onnx_ref
 from pipeline.models.registry import (CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, ZOO_NAMES,
                                       ModelSpec, Preprocessing, build, min_resolution,
                                       preprocessing_for)
+from pipeline.models.nas_space import NasChoice
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class ModelSource:
     width: float
     resolution: int
     num_classes: int
+    #: the NAS-space point of ``mobilenet_nas`` (None: its defaults; refused for other models)
+    nas: NasChoice | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ModelSource":
+        """The source a :class:`~pipeline.config.PipelineConfig` names (its ``nas`` section
+        becomes a :class:`NasChoice`)."""
+        nas = NasChoice(**config.nas.model_dump()) if config.nas is not None else None
+        return cls(config.model, config.width, config.resolution, config.num_classes, nas)
 
     @property
     def is_zoo(self) -> bool:
@@ -57,7 +67,16 @@ class ModelSource:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.ref, self.width, self.resolution, self.num_classes)
+        nas = self.nas if self.is_zoo else None   # a non-zoo ref never builds from a spec
+        return ModelSpec(self.ref, self.width, self.resolution, self.num_classes, nas)
+
+    @property
+    def nas_identity(self) -> dict[str, Any] | None:
+        """The NAS choice as a dict for cache keys and the report (None for other models);
+        ``mobilenet_nas`` without a ``nas`` section gets its defaults, so both share a key."""
+        if self.is_zoo and self.spec.nas is not None:
+            return asdict(self.spec.nas)
+        return None
 
     @property
     def preprocessing(self) -> Preprocessing:

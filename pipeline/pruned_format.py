@@ -120,6 +120,9 @@ def load_pruned(path: str | os.PathLike[str], spec: ModelSpec) -> nn.Module:
         )
     if "spec" in meta:
         saved = json.loads(meta["spec"])
+        # Files pruned before ModelSpec gained ``nas`` have no such key: they are non-NAS specs.
+        if isinstance(saved, dict):
+            saved.setdefault("nas", None)
         if saved != json.loads(json.dumps(asdict(spec))):
             raise UserInputError(f"{path} was pruned from {saved}, not from {asdict(spec)}")
     layers: dict[str, dict[str, Any]] = json.loads(meta["layers"])

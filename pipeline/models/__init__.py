@@ -1,4 +1,5 @@
-"""Model zoo: MobileNetV1/V2/V3 written in plain PyTorch (no torchvision dependency).
+"""Model zoo: MobileNetV1/V2/V3 written in plain PyTorch (no torchvision dependency), and
+``mobilenet_nas``, a V2-style family over a depth × kernel × activation search space.
 
 V2 and V3 are state-dict compatible with ``torchvision.models.mobilenet_v2`` /
 ``mobilenet_v3_large`` / ``mobilenet_v3_small``; V1 follows the paper and the TF-slim reference.
@@ -10,6 +11,7 @@ from .layers import ConvNormActivation, SqueezeExcitation, init_weights, make_di
 from .mobilenet_v1 import DepthwiseSeparable, MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 from .mobilenet_v3 import BlockConfig, MobileNetV3, mobilenet_v3_large, mobilenet_v3_small
+from .nas_space import MobileNetNAS, NasChoice, nas_space, stage_repeats
 from .registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -34,8 +36,10 @@ __all__ = [
     "IMAGENET_STD",
     "MobileNetV1",
     "MobileNetV2",
+    "MobileNetNAS",
     "MobileNetV3",
     "ModelSpec",
+    "NasChoice",
     "PAPER_TABLE",
     "Preprocessing",
     "STANDARD_WIDTHS",
@@ -51,7 +55,9 @@ __all__ = [
     "min_resolution",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
+    "nas_space",
     "preprocessing_for",
+    "stage_repeats",
     "standard_grid",
     "validate_spec",
 ]

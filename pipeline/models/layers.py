@@ -132,3 +132,19 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def check_multipliers(width_mult: float, num_classes: int) -> None:
+    """The constructor checks every zoo network shares: a positive width, at least one class."""
+    if not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+
+
+def pooled_classifier_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """``features`` -> global average pool -> flatten -> ``classifier`` (V2 and the NAS body)."""
+    x = model.features(x)
+    x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
+    x = torch.flatten(x, 1)
+    return model.classifier(x)

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import ConvNormActivation, init_weights
+from .layers import ConvNormActivation, check_multipliers, init_weights
 
 __all__ = ["MobileNetV1", "DepthwiseSeparable", "V1_BLOCKS", "v1_channels"]
 
@@ -101,10 +101,7 @@ class MobileNetV1(nn.Module):
         blocks: Sequence[tuple[int, int]] = V1_BLOCKS,
     ) -> None:
         super().__init__()
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_multipliers(width_mult, num_classes)
         self.width_mult = width_mult
 
         in_ch = v1_channels(_STEM_CHANNELS, width_mult)

@@ -14,12 +14,12 @@ Key layout::
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from .layers import ConvNormActivation, init_weights, make_divisible
+from .layers import (ConvNormActivation, check_multipliers, init_weights, make_divisible,
+                     pooled_classifier_forward)
 
 __all__ = ["MobileNetV2", "InvertedResidual", "V2_SETTING"]
 
@@ -39,12 +39,26 @@ _LAST_CHANNEL = 1280
 
 class InvertedResidual(nn.Module):
     """Expand (1×1, ReLU6) → depthwise 3×3 (ReLU6) → linear 1×1 projection, with a residual
-    connection when the stride is 1 and the channel count is unchanged."""
+    connection when the stride is 1 and the channel count is unchanged.
 
-    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
+    ``kernel_size`` (odd) and ``activation_layer`` generalise the depthwise kernel and the two
+    activations for the NAS space (pipeline.models.nas_space); the defaults are the paper's.
+    """
+
+    def __init__(
+        self,
+        inp: int,
+        oup: int,
+        stride: int,
+        expand_ratio: int,
+        kernel_size: int = 3,
+        activation_layer: Callable[..., nn.Module] = nn.ReLU6,
+    ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
         self.stride = stride
         hidden_dim = int(round(inp * expand_ratio))
         self.use_res_connect = stride == 1 and inp == oup
@@ -52,15 +66,18 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(
-                ConvNormActivation(inp, hidden_dim, kernel_size=1, activation_layer=nn.ReLU6)
+                ConvNormActivation(
+                    inp, hidden_dim, kernel_size=1, activation_layer=activation_layer
+                )
             )
         layers += [
             ConvNormActivation(
                 hidden_dim,
                 hidden_dim,
+                kernel_size=kernel_size,
                 stride=stride,
                 groups=hidden_dim,
-                activation_layer=nn.ReLU6,
+                activation_layer=activation_layer,
             ),
             nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
             nn.BatchNorm2d(oup),
@@ -93,10 +110,7 @@ class MobileNetV2(nn.Module):
         inverted_residual_setting: Sequence[tuple[int, int, int, int]] = V2_SETTING,
     ) -> None:
         super().__init__()
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_multipliers(width_mult, num_classes)
         if not inverted_residual_setting or any(len(s) != 4 for s in inverted_residual_setting):
             raise ValueError("inverted_residual_setting must be a non-empty list of (t, c, n, s)")
         self.width_mult = width_mult
@@ -125,7 +139,4 @@ class MobileNetV2(nn.Module):
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+        return pooled_classifier_forward(self, x)

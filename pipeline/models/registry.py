@@ -1,16 +1,17 @@
 """The model zoo: which models exist, how to build them, how to feed them, what they should cost.
 
 A :class:`ModelSpec` names one network (architecture, width multiplier α, input resolution ρ,
-number of classes). :func:`build` turns it into an ``nn.Module`` in eval mode,
-:func:`preprocessing_for` says how to prepare its input, :func:`min_resolution` is the smallest
-input it takes, and :data:`PAPER_TABLE` holds the published cost of every entry of
-:func:`standard_grid` so tests can check the implementations against the literature.
+number of classes, and for ``mobilenet_nas`` its point of the NAS space). :func:`build` turns
+it into an ``nn.Module`` in eval mode, :func:`preprocessing_for` says how to prepare its input,
+:func:`min_resolution` is the smallest input it takes, and :data:`PAPER_TABLE` holds the
+published cost of every entry of :func:`standard_grid` so tests can check the implementations
+against the literature.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from torch import nn
 
@@ -19,6 +20,7 @@ from pipeline.errors import UserInputError
 from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from .nas_space import MobileNetNAS, NasChoice
 
 __all__ = [
     "ModelSpec",
@@ -42,14 +44,19 @@ ZOO_NAMES: tuple[str, ...] = (
     "mobilenet_v2",
     "mobilenet_v3_small",
     "mobilenet_v3_large",
+    "mobilenet_nas",
 )
 
-#: Widths each architecture was published with (the ``standard_grid`` widths).
+#: Widths each architecture was published with (the ``standard_grid`` widths; mobilenet_nas has
+#: no published figures, so it is not in the grid and its widths are its search space's).
 STANDARD_WIDTHS: dict[str, tuple[float, ...]] = {
     "mobilenet_v1": (1.0, 0.75, 0.5, 0.25),
     "mobilenet_v2": (1.4, 1.0, 0.75, 0.5, 0.35),
     "mobilenet_v3_small": (1.0, 0.75),
     "mobilenet_v3_large": (1.0, 0.75),
+    # The guide's search-space widths (MobileNetSearchSpace.width_multipliers): V2's published
+    # widths plus 0.25, which V2 did not publish but V1 did (the NAS body is V2's).
+    "mobilenet_nas": (1.4, 1.0, 0.75, 0.5, 0.35, 0.25),
 }
 
 #: Accepted width multipliers: the open interval (0, max]. The upper ends are the largest
@@ -61,6 +68,9 @@ WIDTH_RANGE: dict[str, tuple[float, float]] = {
     "mobilenet_v2": (0.0, 1.4),
     "mobilenet_v3_small": (0.0, 1.25),
     "mobilenet_v3_large": (0.0, 1.25),
+    # The NAS family is V2's body, so V2's range: up to its largest published width, 1.4 (also
+    # the top of the guide's search space).
+    "mobilenet_nas": (0.0, 1.4),
 }
 
 # Every model here halves the resolution five times (stem + four stages): output stride 32.
@@ -69,12 +79,18 @@ _TOTAL_STRIDE: dict[str, int] = {name: 32 for name in ZOO_NAMES}
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One zoo entry: architecture ``name``, width multiplier, input resolution, class count."""
+    """One zoo entry: architecture ``name``, width multiplier, input resolution, class count;
+    ``nas``: the NAS-space point of a ``mobilenet_nas`` (its defaults when not given)."""
 
     name: str
     width: float = 1.0
     resolution: int = 224
     num_classes: int = 1000
+    nas: Optional[NasChoice] = None
+
+    def __post_init__(self) -> None:
+        if self.name == "mobilenet_nas" and self.nas is None:  # one spec per network
+            object.__setattr__(self, "nas", NasChoice())
 
     @property
     def label(self) -> str:
@@ -83,6 +99,8 @@ class ModelSpec:
         A non-default class count is appended (``..._224_10cls``) so labels stay unique.
         """
         label = f"{self.name}_{float(self.width)}_{self.resolution}"
+        if self.nas is not None:   # e.g. mobilenet_nas_0.35_64_d0.5_k5_hard_swish
+            label += f"_{self.nas.tag}"
         if self.num_classes != 1000:
             label += f"_{self.num_classes}cls"
         return label
@@ -91,7 +109,8 @@ class ModelSpec:
 def validate_spec(spec: ModelSpec) -> None:
     """Raise :class:`~pipeline.errors.UserInputError` (a ``ValueError``) if ``spec`` is unbuildable.
 
-    Checks the name, the width multiplier and the class count; the resolution is checked by
+    Checks the name, the width multiplier, the class count and the NAS choice (only for
+    ``mobilenet_nas``); the resolution is checked by
     callers against :func:`min_resolution`, since the networks themselves accept any size.
     """
     if spec.name not in ZOO_NAMES:
@@ -112,20 +131,27 @@ def validate_spec(spec: ModelSpec) -> None:
         raise UserInputError(f"num_classes must be an integer, got {spec.num_classes!r}")
     if spec.num_classes < 1:
         raise UserInputError(f"num_classes must be >= 1, got {spec.num_classes}")
+    if spec.nas is not None and spec.name != "mobilenet_nas":
+        raise UserInputError(f"{spec.name}: a NAS choice (nas) is only for mobilenet_nas; "
+                             f"drop it or use model mobilenet_nas")
+    if spec.nas is not None and not isinstance(spec.nas, NasChoice):
+        raise UserInputError(f"nas must be a NasChoice, got {type(spec.nas).__name__}")
 
 
-_BUILDERS: dict[str, Callable[[float, int], nn.Module]] = {
-    "mobilenet_v1": lambda w, n: MobileNetV1(width_mult=w, num_classes=n),
-    "mobilenet_v2": lambda w, n: MobileNetV2(width_mult=w, num_classes=n),
-    "mobilenet_v3_small": lambda w, n: mobilenet_v3_small(width_mult=w, num_classes=n),
-    "mobilenet_v3_large": lambda w, n: mobilenet_v3_large(width_mult=w, num_classes=n),
+_BUILDERS: dict[str, Callable[[float, int, NasChoice], nn.Module]] = {
+    "mobilenet_v1": lambda w, n, _: MobileNetV1(width_mult=w, num_classes=n),
+    "mobilenet_v2": lambda w, n, _: MobileNetV2(width_mult=w, num_classes=n),
+    "mobilenet_v3_small": lambda w, n, _: mobilenet_v3_small(width_mult=w, num_classes=n),
+    "mobilenet_v3_large": lambda w, n, _: mobilenet_v3_large(width_mult=w, num_classes=n),
+    "mobilenet_nas": lambda w, n, c: MobileNetNAS(width_mult=w, choice=c, num_classes=n),
 }
 
 
 def build(spec: ModelSpec) -> nn.Module:
     """Build ``spec`` with freshly initialised weights, in eval mode."""
     validate_spec(spec)
-    model = _BUILDERS[spec.name](float(spec.width), spec.num_classes)
+    choice = spec.nas if spec.nas is not None else NasChoice()
+    model = _BUILDERS[spec.name](float(spec.width), spec.num_classes, choice)
     return model.eval()
 
 

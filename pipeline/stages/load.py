@@ -143,5 +143,7 @@ class LoadStage(Stage):
                            "macs": count_macs(model, c.resolution), "fp32_bytes": fp32_bytes(model),
                            "inputs": parity_inputs.counts(),
                            "preprocessing": asdict(ctx.source.preprocessing)}
+        if ctx.source.nas_identity is not None:   # mobilenet_nas: which network of the space
+            record["model"]["nas"] = ctx.source.nas_identity
         return StageOutput({"weights": OutputFile(weights_path, "safetensors"),
                             "reference": OutputFile(reference_path, "reference")}, record)

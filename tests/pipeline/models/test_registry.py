@@ -105,6 +105,7 @@ def test_zoo_names() -> None:
         "mobilenet_v2",
         "mobilenet_v3_small",
         "mobilenet_v3_large",
+        "mobilenet_nas",
     }
 
 
