@@ -23,7 +23,7 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local timings conformance
+.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local timings conformance sweep
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
@@ -31,6 +31,7 @@ help:
 	@echo "make onnx | android | ios | tensorrt | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
 	@echo "make publish URL=... KEY=... [NAME=] [VERSION=] | verify-release URL=... PUBKEY=... | keygen | ci-local"
 	@echo "make timings - cold and cached run times of make all's run, into artifacts/bench/timings.json"
+	@echo "make sweep  - the default sweep (pipeline/sweep/default.yaml: V1 widths x resolutions, V2, V3-Small; ONNX + TFLite, fp32 + int8), into artifacts/sweeps/default"
 	@echo "make conformance - the ONNX node tests of the vision op set through ONNX -> TFLite, into artifacts/conformance"
 
 setup: $(STAMP)
@@ -79,6 +80,13 @@ all: setup
 # About 5 minutes on 2 cores; `make test` runs a 16-case subset.
 conformance: setup
 	$(PY) -m pipeline.conformance --out artifacts/conformance
+
+# The default sweep (pipeline/sweep/default.yaml), one fresh process per job sharing the cache:
+# rows in artifacts/sweeps/default/results.json, the comparison in sweep.md / sweep.json /
+# sweep.html there. A rerun redoes only new or changed jobs (the rest come from the cache).
+SWEEP_CONFIG ?= pipeline/sweep/default.yaml
+sweep: setup
+	$(CLI) sweep --config $(SWEEP_CONFIG)
 
 # First-run and rerun times of `make all`'s run, as a user waits for them (pipeline/timings.py):
 # a cold run into an empty artifacts folder, then cached reruns against the import floor.

@@ -9,11 +9,14 @@ busy machine can be recognised as such.
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import resource
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,37 @@ from targets.base import Runner
 
 MIN_WARMUP = 10
 MIN_RUNS = 50
+#: A folder of lock files ``slot-0.lock`` ... ``slot-<N-1>.lock`` (``mobile-export sweep`` sets
+#: it for its jobs): every timing below holds one of them (an exclusive ``fcntl.flock``) while it
+#: runs, so at most N processes time at once, whatever launched them. Unset: no limit.
+BENCH_SLOTS_ENV = "MOBILE_EXPORT_BENCH_SLOTS"
+
+
+@contextlib.contextmanager
+def timing_slot() -> Iterator[None]:
+    """Hold one of the :data:`BENCH_SLOTS_ENV` slots for the block (waits for a free one)."""
+    folder = os.environ.get(BENCH_SLOTS_ENV)
+    slots = sorted(Path(folder).glob("slot-*.lock")) if folder else []
+    if not slots:
+        yield
+        return
+    import fcntl
+
+    while True:
+        for path in random.sample(slots, len(slots)):
+            handle = open(path, "a+b")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(0.05)
 
 
 @dataclass
@@ -219,6 +253,7 @@ def benchmark(runner: Runner, feeds: dict[str, np.ndarray], *, warmup: int = 10,
     _check_protocol(warmup, runs)
     batch = batch_of(feeds)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(timing_slot())
         _enter(stack, runner)
         for _ in range(warmup):
             runner.infer(feeds)
@@ -264,6 +299,7 @@ def benchmark_interleaved(
     batches = {name: batch_of(feeds) for name, (_, feeds) in cases.items()}
     samples: dict[str, list[float]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(timing_slot())
         if not fresh_rounds:
             for runner, _ in cases.values():
                 _enter(stack, runner)

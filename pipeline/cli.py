@@ -1,4 +1,5 @@
-"""The ``mobile-export`` command: run, zoo, report, verify, publish, verify-release, keygen."""
+"""The ``mobile-export`` command: run, zoo, report, verify, publish, verify-release, keygen,
+sweep."""
 from __future__ import annotations
 
 import json
@@ -219,15 +220,21 @@ def run(
 
 @app.command()
 def zoo(fmt: str = typer.Option("table", "--format", help="table or json"),
+        nas: bool = typer.Option(False, "--nas", help="The mobilenet_nas search space (36 "
+                                 "points at width 1.0, 224 px) instead of the papers' grid."),
         debug: bool = typer.Option(False)) -> None:
     """The papers' standard grid with parameter and multiply-add counts."""
 
     def body() -> int:
         from pipeline.errors import UserInputError
-        from pipeline.zoo_table import zoo_rows
+        from pipeline.zoo_table import nas_rows, nas_table, zoo_rows
 
         if fmt not in ("table", "json"):
             raise UserInputError(f"--format {fmt!r}: use table or json")
+        if nas:
+            found = nas_rows()
+            out.print(json.dumps(found, indent=1) if fmt == "json" else nas_table(found))
+            return EXIT_OK
         rows = zoo_rows()
         if fmt == "json":
             print(json.dumps([{k: r[k] for k in ("name", "width", "resolution", "params", "macs")}
@@ -358,6 +365,15 @@ def keygen(folder: Path = typer.Argument(..., help="Where to write the key pair.
         return EXIT_OK
 
     _guard(debug, body)
+
+
+def _register_sweep() -> None:
+    from pipeline.sweep.cli import sweep
+
+    app.command()(sweep)
+
+
+_register_sweep()
 
 
 def main() -> None:

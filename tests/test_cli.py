@@ -253,6 +253,18 @@ def test_zoo_command_bad_format(tmp_path: Path) -> None:
     assert _plain(result.stderr).strip() == "error: --format 'xml': use table or json"
 
 
+def test_zoo_nas_lists_the_search_space_as_json() -> None:
+    import json
+
+    result = CliRunner().invoke(app, ["zoo", "--nas", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 36 and {r["kernel_size"] for r in rows} == {3, 5, 7}
+    default = next(r for r in rows if r["label"] == "mobilenet_nas_1.0_224_d1.0_k3_relu6")
+    v2 = build(ModelSpec("mobilenet_v2"))
+    assert default["params"] == sum(p.numel() for p in v2.parameters())
+
+
 # -- --debug -----------------------------------------------------------------------------------
 
 
