@@ -23,7 +23,7 @@ Transpose Unsqueeze
 #: the cases ``make test`` runs: one or more per op family, small, quick to convert
 FAST_CASES = (
     "test_conv_with_strides_padding", "test_averagepool_2d_pads", "test_maxpool_2d_strides",
-    "test_relu", "test_clip_default_min", "test_hardswish", "test_gemm_default_single_elem_vector_bias",
+    "test_relu", "test_clip_default_min", "test_hardswish", "test_concat_3d_axis_1",
     "test_globalaveragepool", "test_concat_2d_axis_1", "test_transpose_all_permutations_1",
     "test_softmax_axis_1", "test_resize_upsample_scales_nearest", "test_flatten_axis1",
     "test_batchnorm_epsilon", "test_convtranspose", "test_unsqueeze_axis_0",

@@ -22,14 +22,9 @@ EXPECTED_FAILS: tuple[tuple[str, str], ...] = (
     (r"^test_batchnorm_.*_training_mode$",
      "training-mode BatchNormalization (running-mean/var outputs): a deployed model is in "
      "inference mode"),
-    (r"^test_resize_.*cubic(?!_A_n0p5_exclude_outside$)|^test_resize_downsample_scales_cubic_A_n0p5",
-     "cubic Resize: TFLite has bilinear and nearest kernels only; onnx2tf's bicubic is "
-     "TensorFlow's Keys kernel (a = -0.5), ONNX's default cubic_coeff_a is -0.75 (the a = -0.5 "
-     "upsample case passes)"),
-    (r"^test_resize_.*antialias",
-     "antialiased Resize: TensorFlow's ScaleAndTranslate has no TFLite builtin"),
     (r"^test_resize_tf_crop_and_resize",
-     "tf_crop_and_resize with an ROI: no TFLite builtin (CROP_AND_RESIZE is a TF op)"),
+     "tf_crop_and_resize with an ROI: no TFLite builtin (CROP_AND_RESIZE is a TF op), and its "
+     "extrapolated border is not a matrix product (targets/tflite/rewrite_resize.py)"),
     (r"^test_maxpool_with_argmax_2d_precomputed_strides$|^test_maxpool_3d_dilations_use_ref_impl_large$",
      "MaxPool with argmax storage order / 3-D dilation: onnx2tf 1.29.24 has no lowering"),
     (r"^test_constant$",

@@ -39,7 +39,7 @@ import numpy as np
 
 from targets.tflite.inspect import io_details, op_counts
 from targets.tflite.offline import Tee, captured_stdout, network_guard
-from targets.tflite.rewrite import spell_out_kernel_shapes
+from targets.tflite.rewrite import apply_rewrites
 
 #: The file onnx2tf looks for in the current directory before downloading it.
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -94,7 +94,8 @@ def batch_one_copy(source: Path, dest: Path) -> Path:
     """A copy of the ONNX model with every symbolic input/output dimension fixed to 1.
 
     onnx2tf applies ``overwrite_input_shape`` only through its onnxsim subprocess; fixing the
-    dimensions here makes batch 1 certain whatever the environment."""
+    dimensions here makes batch 1 certain whatever the environment. The copy also gets the
+    meaning-preserving rewrites of :mod:`targets.tflite.rewrite`."""
     import onnx
 
     model = onnx.load(str(source))
@@ -104,7 +105,7 @@ def batch_one_copy(source: Path, dest: Path) -> Path:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1
     del model.graph.value_info[:]
-    spell_out_kernel_shapes(model)
+    apply_rewrites(model)   # short ONNX forms onnx2tf mis-converts, spelled out (rewrite.py)
     onnx.save(model, str(dest))
     return dest
 
