@@ -180,6 +180,9 @@ class PipelineConfig(_Strict):
     artifacts_dir: Path = Path("artifacts")
     force: tuple[str, ...] = ()
     threads: int = Field(1, ge=1)
+    mean: tuple[float, float, float] | None = Field(None, description="per-channel RGB mean of "
+                                                    "the model's input normalisation (0-1 scale)")
+    std: tuple[float, float, float] | None = Field(None, description="per-channel RGB std")
     latency_budget_ms: float | None = Field(None, gt=0, description="a latency gate: every "
                                             "deployment node's batch-1 median must be within it "
                                             "(pipeline.latency_budget)")
@@ -217,12 +220,19 @@ class PipelineConfig(_Strict):
     parity: ParityConfig = ParityConfig()
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
 
-    @field_validator("targets", "precisions", "force", mode="before")
+    @field_validator("targets", "precisions", "force", "mean", "std", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """``targets: onnx,tflite`` in YAML means what ``--targets onnx,tflite`` does."""
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and not all(v > 0 for v in value):
+            raise ValueError(f"every std must be > 0, got {list(value)}")
         return value
 
     @field_validator("nas")

@@ -50,6 +50,8 @@ class RunContext:
                     "weights": sha256_file(c.weights) if c.weights else None}
         if self.source.nas_identity is not None:   # mobilenet_nas: its point of the space
             identity["nas"] = self.source.nas_identity
+        if c.mean is not None or c.std is not None:   # the input normalisation the user gave
+            identity["normalise"] = {"mean": c.mean, "std": c.std}
         if self.source.is_onnx:   # the file's content, not only its path
             from pipeline.onnx_input import onnx_digest
 

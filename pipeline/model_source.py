@@ -10,7 +10,7 @@ import site
 import sys
 import sysconfig
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -38,13 +38,17 @@ class ModelSource:
     num_classes: int
     #: the NAS-space point of ``mobilenet_nas`` (None: its defaults; refused for other models)
     nas: NasChoice | None = None
+    #: the user's input normalisation (--mean / --std), replacing the declared one
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "ModelSource":
         """The source a :class:`~pipeline.config.PipelineConfig` names (its ``nas`` section
         becomes a :class:`NasChoice`)."""
         nas = NasChoice(**config.nas.model_dump()) if config.nas is not None else None
-        return cls(config.model, config.width, config.resolution, config.num_classes, nas)
+        return cls(config.model, config.width, config.resolution, config.num_classes, nas,
+                   config.mean, config.std)
 
     @property
     def is_zoo(self) -> bool:
@@ -80,11 +84,14 @@ class ModelSource:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        """The zoo's declaration; ImageNet evaluation preprocessing for a user's model."""
+        """The zoo's declaration; ImageNet evaluation preprocessing for a user's model; the
+        user's ``mean`` / ``std`` in place of either's when given."""
         if self.is_zoo:
-            return preprocessing_for(self.spec)
-        return Preprocessing(resize=int(round(self.resolution / CROP_FRACTION)),
-                             crop=self.resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            declared = preprocessing_for(self.spec)
+        else:
+            declared = Preprocessing(resize=int(round(self.resolution / CROP_FRACTION)),
+                                     crop=self.resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return replace(declared, mean=self.mean or declared.mean, std=self.std or declared.std)
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, 3, self.resolution, self.resolution)

@@ -45,9 +45,10 @@ def _dims(value_info: Any) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
-def inspect_onnx(path: str | Path) -> OnnxInput:
+def inspect_onnx(path: str | Path, side: int | None = None) -> OnnxInput:
     """The model's input, size and classes, after :func:`pipeline.onnx_guard.check_onnx_file`
-    (parses; external data only from inside its folder); UserInputError otherwise."""
+    (parses; external data only from inside its folder); UserInputError otherwise. ``side``
+    (``--resolution``) is the square size a dynamic height/width is fixed at."""
     from pipeline.onnx_guard import check_onnx_file
 
     path = Path(path)
@@ -76,8 +77,11 @@ def inspect_onnx(path: str | Path) -> OnnxInput:
         raise UserInputError(f"{where}{layout}; the pipeline feeds NCHW RGB (N, 3, H, W): "
                              "export the model with channels first")
     if not all(isinstance(d, int) and d > 0 for d in dims[2:]):
-        raise UserInputError(f"{where}: a dynamic height or width; export it with a fixed input "
-                             "size (e.g. 224x224), which the mobile converters need")
+        if side is None:
+            raise UserInputError(f"{where}: a dynamic height or width; pass --resolution N "
+                                 "(the square size to fix it at: the mobile converters need a "
+                                 "fixed size) or export it with a fixed input size")
+        dims[2:] = [d if isinstance(d, int) and d > 0 else side for d in dims[2:]]
     if dims[2] != dims[3]:
         raise UserInputError(f"{where}: not square; the pipeline's inputs are square "
                              "(H == W): export the model at a square size")
@@ -105,7 +109,8 @@ def _elements(tensor: Any) -> int:
 def with_model_facts(config: Any) -> Any:
     """The config with ``resolution`` and ``num_classes`` taken from the ONNX model; an option
     the user set to something else is an error naming both."""
-    facts = inspect_onnx(config.model)
+    given_side = config.resolution if "resolution" in config.model_fields_set else None
+    facts = inspect_onnx(config.model, given_side)
     update: dict[str, Any] = {}
     for key, value in (("resolution", facts.resolution), ("num_classes", facts.num_classes)):
         given = getattr(config, key)
@@ -142,10 +147,11 @@ def external_files(model: Any) -> list[str]:
                    for entry in t.external_data if entry.key == "location"})
 
 
-def self_contained_copy(path: str | Path, dest: Path) -> tuple[Path, Any]:
+def self_contained_copy(path: str | Path, dest: Path, side: int | None = None
+                        ) -> tuple[Path, Any]:
     """The model as one file at ``dest`` (external data read in, from inside its folder only,
     at most protobuf's 2 GiB in all), and the loaded model, so the cache holds everything the
-    converters read."""
+    converters read. A dynamic height/width of the input is fixed at ``side``."""
     import onnx
 
     from pipeline.onnx_guard import MAX_ONNX_BYTES, check_onnx_file
@@ -158,5 +164,12 @@ def self_contained_copy(path: str | Path, dest: Path) -> tuple[Path, Any]:
         raise UserInputError(f"{path} and its external data hold {total} bytes, over the 2 GiB "
                              "one self-contained ONNX file can carry; pass a smaller model")
     onnx.load_external_data_for_model(model, str(path.parent))
+    if side is not None:
+        weights = {t.name for t in model.graph.initializer}
+        image = [i for i in model.graph.input if i.name not in weights][0]
+        for dim in list(image.type.tensor_type.shape.dim)[2:]:
+            if not dim.HasField("dim_value") or dim.dim_value < 1:
+                dim.Clear()
+                dim.dim_value = side
     dest.write_bytes(model.SerializeToString(deterministic=True))
     return dest, model

@@ -42,8 +42,9 @@ class LoadOnnxStage(Stage):
 
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         ctx, c = self.ctx, self.ctx.config
-        facts = inspect_onnx(c.model)
-        path, model = self_contained_copy(c.model, workdir / "model.onnx")
+        # c.resolution is the model's own size, or the --resolution a dynamic size is fixed at
+        facts = inspect_onnx(c.model, c.resolution)
+        path, model = self_contained_copy(c.model, workdir / "model.onnx", c.resolution)
         parity_inputs = build_parity_inputs(ctx.source.preprocessing, c.calib,
                                             n_random=c.parity.n_random, seed=c.parity.seed,
                                             max_calib=c.parity.max_calib)

@@ -55,7 +55,7 @@ def test_a_valid_model_is_described(tmp_path: Path) -> None:
     (lambda p: tiny_onnx(p, opset=9), "opset 9; the converters take opsets 13 to 21"),
     (lambda p: tiny_onnx(p, inputs=2), "has 2 inputs"),
     (lambda p: tiny_onnx(p, ir_version=12), "IR version 12; ONNX Runtime reads up to IR 11"),
-    (lambda p: tiny_onnx(p, shape=[1, 3, "h", 8]), "a dynamic height or width"),
+    (lambda p: tiny_onnx(p, shape=[1, 3, "h", 8]), "a dynamic height or width; pass --resolution N"),
     (lambda p: tiny_onnx(p, shape=[1, 8, 8, 3]), "(NHWC?)"),
     (lambda p: tiny_onnx(p, shape=[4, 3, 8, 8]), "a fixed batch of 4"),
     (lambda p: tiny_onnx(p, external="../outside.bin"), "which leaves the folder"),
@@ -150,3 +150,26 @@ def test_external_data_is_read_into_one_self_contained_copy(tmp_path: Path) -> N
     assert weight.data_location == TensorProto.DEFAULT
     np.testing.assert_array_equal(numpy_helper.to_array(weight), np.full((3, 2), 2, np.float32))
     assert len(model.graph.node) == 3
+
+
+def test_a_dynamic_size_is_fixed_at_the_given_resolution(tmp_path: Path) -> None:
+    path = tiny_onnx(tmp_path / "m.onnx", shape=["n", 3, "h", "w"])
+    outcome = execute(config_for(path, tmp_path, resolution=16, precisions=["fp32"],
+                                 mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
+    nodes = {n["name"]: n for n in outcome.report["nodes"]}
+    assert outcome.report["model"]["resolution"] == 16
+    assert nodes["tflite:fp32"]["parity"]["verdict"] == "pass", nodes["tflite:fp32"]["parity"]
+    preprocessing = outcome.report["model"]["preprocessing"]
+    assert (list(preprocessing["mean"]), list(preprocessing["std"])) == ([0.5] * 3, [0.25] * 3)
+
+
+def test_the_copy_fixes_only_a_dynamic_height_and_width(tmp_path: Path) -> None:
+    from pipeline.onnx_input import self_contained_copy
+
+    dynamic = tiny_onnx(tmp_path / "d.onnx", shape=["n", 3, "h", "w"])
+    copy, _ = self_contained_copy(dynamic, tmp_path / "copy.onnx", 16)
+    dims = onnx.load(str(copy)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["n", 3, 16, 16]
+    fixed = tiny_onnx(tmp_path / "f.onnx", shape=["n", 3, 8, 8])
+    copy, _ = self_contained_copy(fixed, tmp_path / "same.onnx", 8)
+    assert copy.read_bytes() == onnx.load(str(fixed)).SerializeToString(deterministic=True)
