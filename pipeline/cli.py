@@ -131,6 +131,8 @@ def run(
     force: Optional[str] = typer.Option(None, help="Rerun these stages (comma list) and "
                                         "everything downstream."),
     threads: Optional[int] = typer.Option(None, help="Threads for every runtime."),
+    mean: Optional[str] = typer.Option(None, help="Input normalisation mean R,G,B (0-1)."),
+    std: Optional[str] = typer.Option(None, help="Input normalisation std R,G,B."),
     latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Fail "
                                                       "(exit 1) every node slower than this."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled image folder "
@@ -193,6 +195,7 @@ def run(
             "num_classes": num_classes, "targets": _csv(targets), "precisions": _csv(precisions),
             "calib": calib, "out_dir": out_dir, "artifacts_dir": artifacts_dir,
             "force": _csv(force), "threads": threads, "latency_budget_ms": latency_budget_ms,
+            "mean": mean, "std": std,
             "eval_dir": eval_dir, "dataset": dataset,
             "finetune_epochs": finetune_epochs, "quant_method": quant_method,
             "calib_images": calib_images, "int8_fallback": int8_fallback,
