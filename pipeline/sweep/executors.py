@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.files import atomic_write_bytes, temp_dir
+from pipeline.machine import usable_cores
 from pipeline.sweep.jobs import failure_row
 
 POLL_S = 0.2
@@ -145,8 +146,18 @@ def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
     dask.config.set({"distributed.scheduler.allowed-failures": 0})
     if scheduler:
         return Client(scheduler, timeout="30s"), None
+    # dask's nanny starts workers with OMP/MKL/OpenBLAS at 1 thread; a job here trains and
+    # converts with the threads the local executor would give it (its timing still takes one)
+    threads = str(max(1, (usable_cores() or os.cpu_count() or 1) // workers))
+    environ = {"MALLOC_TRIM_THRESHOLD_": 65536, "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    import logging
+
+    # the scheduler's INFO chatter (addresses, plugins, scratch folders) says nothing about a job
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, silence_logs=logging.WARNING)
     return Client(cluster), cluster
 
 

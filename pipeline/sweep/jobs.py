@@ -76,8 +76,26 @@ def node_row(entry: Mapping[str, Any]) -> dict[str, Any]:
             if median is not None else None,
             "fps": float(fps) if fps is not None else None,
             # the run times every node in one process holding all the runtimes so far, so its
-            # high-water mark is not this artifact's own peak: not measured per node here
+            # high-water mark is not this artifact's own: add_peak_memory measures it apart
             "peak_memory_mb": None, "pareto": False}
+
+
+def add_peak_memory(row: dict[str, Any], report: Mapping[str, Any], side: int) -> None:
+    """Each passing node's peak resident memory over loading and running its artifact, in a
+    fresh interpreter importing only its runtime (pipeline.bench_memory: the guide's "Peak Mem
+    (MB)"); a node whose measurement fails keeps ``None`` and the reason."""
+    from pipeline.bench_memory import peak_memory
+
+    for entry in report.get("nodes") or []:
+        key = f"{entry.get('target')}:{entry.get('precision')}"
+        node, path = row["nodes"].get(key), (entry.get("artifact") or {}).get("path")
+        if node is None or node["verdict"] != "pass" or not path or not Path(path).is_file():
+            continue
+        found = peak_memory("file", {"path": path, "input_shape": [1, 3, side, side],
+                                     "target": entry["target"]}, threads=1)
+        node["peak_memory_mb"] = found.get("peak_rss_mb")
+        if found.get("verdict") != "measured":
+            node["peak_memory_reason"] = found.get("reason")
 
 
 def result_row(job: Mapping[str, Any], settings: Mapping[str, Any], report: Mapping[str, Any],
@@ -176,8 +194,11 @@ def run_job(job: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
             else type(exc).__name__
         return failure_row(job, settings, "failed", reason, time.perf_counter() - started,
                            machine)
-    return result_row(job, settings, result.report, result.exit_code,
-                      time.perf_counter() - started)
+    row = result_row(job, settings, result.report, result.exit_code,
+                     time.perf_counter() - started)
+    add_peak_memory(row, result.report, int(job["resolution"]))
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    return row
 
 
 def dask_job(job: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

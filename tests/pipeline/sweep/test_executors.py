@@ -74,6 +74,7 @@ def test_failures_carry_their_reasons_and_the_rest_complete(local_runs):
         assert row["status"] == "ok", row["reason"]
         node = row["nodes"]["onnx:fp32"]
         assert node["verdict"] == "pass" and node["latency_ms"]["median"] > 0
+        assert 0 < node["peak_memory_mb"] < 4096   # its own interpreter, the runtime alone
         assert node["size_bytes"] > 0 and row["params"] > 0 and row["macs"] > 0
         assert row["machine"]["usable_cores"] >= 1
         assert Path(row["run_dir"], "report.json").is_file()
