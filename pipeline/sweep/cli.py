@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli_guard import guard
+
 
 def sweep(config: Path = typer.Option(..., "--config", help="The sweep file (YAML): space, "
                                       "targets, precisions, dataset, finetune_epochs."),
@@ -31,8 +33,6 @@ def sweep(config: Path = typer.Option(..., "--config", help="The sweep file (YAM
                                                        help="Artifacts and cache folder."),
           debug: bool = typer.Option(False)) -> None:
     """Run a sweep over the design space; write sweep.json / .md / .html with Pareto fronts."""
-    from pipeline.cli import _guard
-
     def body() -> int:
         from pipeline.sweep.command import sweep_command
 
@@ -41,4 +41,4 @@ def sweep(config: Path = typer.Option(..., "--config", help="The sweep file (YAM
                              latency_budget_ms=latency_budget_ms, target_fps=target_fps,
                              out_dir=out_dir, artifacts_dir=artifacts_dir)
 
-    _guard(debug, body)
+    guard(debug, body)

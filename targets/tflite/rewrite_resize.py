@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from targets.tflite.onnx_edit import add_constant, constant
+
 #: largest output plane (outH x outW) rewritten: the check runs ONNX's per-pixel reference
 MAX_PLANE = 128 * 128
 
@@ -88,8 +90,6 @@ def resize_as_matmul(model: Any, node: Any, shapes: dict[str, list[int]],
     """Replace a static 4-D float Resize TFLite cannot reproduce by Y = A_h · X · A_wᵀ."""
     from onnx import TensorProto, helper
 
-    from targets.tflite.rewrite import _add_constant, _constant
-
     attrs = _attrs(node)
     if dtypes.get(node.input[0], TensorProto.FLOAT) != TensorProto.FLOAT:
         return False
@@ -98,8 +98,8 @@ def resize_as_matmul(model: Any, node: Any, shapes: dict[str, list[int]],
             or attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize" \
             or x[:2] != y[:2] or y[2] * y[3] > MAX_PLANE:
         return False
-    scales = _constant(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    sizes = _constant(model, node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    scales = constant(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    sizes = constant(model, node.input[3]) if len(node.input) > 3 and node.input[3] else None
     if (scales is None or scales.size == 0) and sizes is None:
         return False
     scales = scales.astype(np.float32) if scales is not None and scales.size else None
@@ -118,8 +118,8 @@ def resize_as_matmul(model: Any, node: Any, shapes: dict[str, list[int]],
             or not np.allclose(a_h @ sample[0, 0] @ a_w.T, want[0, 0], rtol=1e-5, atol=1e-6):
         return False
     base = node.output[0]
-    w_t = _add_constant(model, f"{base}_resize_w", np.ascontiguousarray(a_w.T))
-    h_t = _add_constant(model, f"{base}_resize_h", np.ascontiguousarray(a_h.T))
+    w_t = add_constant(model, f"{base}_resize_w", np.ascontiguousarray(a_w.T))
+    h_t = add_constant(model, f"{base}_resize_h", np.ascontiguousarray(a_h.T))
     steps = [helper.make_node("MatMul", [node.input[0], w_t], [f"{base}_rw"]),
              helper.make_node("Transpose", [f"{base}_rw"], [f"{base}_rwt"], perm=[0, 1, 3, 2]),
              helper.make_node("MatMul", [f"{base}_rwt", h_t], [f"{base}_rhw"]),
