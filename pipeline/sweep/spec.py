@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.config import PRECISIONS
+from pipeline.config import NAS_MODEL, PRECISIONS
 from pipeline.errors import UserInputError
 from pipeline.yaml_safe import YamlLimitError, safe_load, short
 
@@ -27,9 +27,8 @@ from pipeline.yaml_safe import YamlLimitError, safe_load, short
 MAX_SWEEP_BYTES = 256 << 10
 #: most jobs one sweep may expand to (a grid that multiplies out to more is a typo)
 MAX_JOBS = 2000
-NAS_MODEL = "mobilenet_nas"
-NAS_AXES = {"depth_multiplier": (0.5, 0.75, 1.0, 1.25), "kernel_size": (3, 5, 7),
-            "activation": ("relu6", "swish", "hard_swish")}
+#: the NAS axes in the order a job's point is crossed (the values: pipeline.models.nas_space)
+NAS_AXES = ("depth_multiplier", "kernel_size", "activation")
 DEFAULT_JOB_TIMEOUT_S = 1800.0
 
 
