@@ -333,13 +333,15 @@ def keygen(folder: Path = typer.Argument(..., help="Where to write the key pair.
     _guard(debug, body)
 
 
-def _register_sweep() -> None:
+def _register_commands() -> None:
+    from pipeline.localise.cli import localise
     from pipeline.sweep.cli import sweep
 
     app.command()(sweep)
+    app.command()(localise)
 
 
-_register_sweep()
+_register_commands()
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
     field_validator, model_validator
 
 from pipeline.errors import UserInputError
+from pipeline.localise.tolerance import LayerTolerance
 from pipeline.parity import Tolerance
 from pipeline.yaml_safe import YamlLimitError, safe_load, short
 
@@ -219,6 +220,8 @@ class PipelineConfig(_Strict):
     train: TrainSettings = TrainSettings()
     parity: ParityConfig = ParityConfig()
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
+    #: per-precision limits of one layer's tensor for localisation (pipeline.localise)
+    layer_tolerances: dict[str, LayerTolerance] = Field(default_factory=dict)
 
     @field_validator("targets", "precisions", "force", "mean", "std", mode="before")
     @classmethod
@@ -267,7 +270,7 @@ class PipelineConfig(_Strict):
                              f"available: {list(PRECISIONS)}")
         return value
 
-    @field_validator("tolerances")
+    @field_validator("tolerances", "layer_tolerances")
     @classmethod
     def _tolerance_keys(cls, value: dict[str, Tolerance]) -> dict[str, Tolerance]:
         known = list(PRECISIONS) + ["prune"]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.files import sweep_temp
+from pipeline.files import atomic_copy, sweep_temp
 from pipeline.graph import Graph, NodeResult
 from targets.base import Target
 
-SUFFIX_BY_KIND = {"onnx": ".onnx", "tflite": ".tflite", "pt2": ".pt2", "mlpackage": ".mlpackage"}
+SUFFIX_BY_KIND = {"onnx": ".onnx", "tflite": ".tflite", "pt2": ".pt2", "mlpackage": ".mlpackage",
+                  "layer_map": ".json"}
 
 
 def _passed(result: NodeResult) -> bool:
@@ -51,8 +52,12 @@ def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root
             continue
         if not all(_passed(by_name[u]) for u in upstream_names(graph, result.stage.name)):
             continue
-        for output_name, artifact in result.outputs.items():
+        for index, (output_name, artifact) in enumerate(result.outputs.items()):
             suffix = SUFFIX_BY_KIND.get(artifact.kind, f".{artifact.kind}")
+            if index:    # a stage's further outputs (the layer map) keep their own names
+                atomic_copy(artifact.path, root / target.platform / label /
+                            f"{output_name}{suffix}")
+                continue
             dst = root / target.platform / label / target.publish_name(
                 output_name, result.stage.precision, suffix)
             target.publish_artifact(artifact.path, dst)

@@ -19,6 +19,7 @@ from pipeline.onnx_input import REFERENCE_LABEL, is_onnx_ref, with_model_facts
 from pipeline.plan import build_graph, preflight, requested_targets
 from pipeline.publish import publish
 from pipeline.report.merge import merge, previous_report, stamp
+from pipeline.localise.auto import localise_failures
 from pipeline.report.nodes import exit_code_for, node_json, unavailable_node
 from pipeline.report.writer import write_report
 
@@ -88,6 +89,8 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
                 "config": config.model_dump(mode="json")},
         "nodes": nodes,
     }
+    if not ctx.source.is_onnx:      # an ONNX input has no torch model to name layers by
+        localise_failures(report, config.threads)
     report["exit_code"] = exit_code_for(nodes)
     previous = previous_report(out_dir)
     rendered = write_report(merge(stamp(report), previous), out_dir, previous)

@@ -31,7 +31,7 @@ def runner_for(path: Path, threads: int) -> Runner:
         from targets.torch_ref import TorchRunner
 
         return TorchRunner(load_program(path).module(), threads, "torch-export")
-    _check_suffix(path)
+    check_suffix(path)
     target = target_for_file(path)
     reason = target.unavailable_reason()
     if reason:
@@ -39,15 +39,15 @@ def runner_for(path: Path, threads: int) -> Runner:
     return target.runner(path, threads)
 
 
-def _check_suffix(path: Path) -> None:
+def check_suffix(path: Path) -> None:
     """Refuse a file no target runs before a child process is started for it."""
     try:
         target_for_file(path)
     except LookupError as exc:
-        raise UserInputError(f"{path.name}: {exc}; verify takes .pt2 files and those") from None
+        raise UserInputError(f"{path.name}: {exc}; pass one of those") from None
 
 
-def _node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
+def node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
     for node in report["nodes"]:
         if (node.get("artifact") or {}).get("sha256") == digest:
             return node
@@ -93,7 +93,7 @@ def check_isolated(artifact: Path, reference: Path, tolerance: Tolerance, thread
                              "an artifact this tool wrote") from None
 
 
-def _digest(artifact: Path) -> str:
+def recorded_digest(artifact: Path) -> str:
     """The digest the run recorded for this file: its target's own (a Core ML package's is
     canonical), sha256 of the bytes for a .pt2."""
     if artifact.suffix == ".pt2":
@@ -121,9 +121,9 @@ def verify_artifact(artifact: Path, run_dir: Path, threads: int = 1,
         raise UserInputError(f"the run's reference is not in its cache ({exc}); "
                              "rerun the pipeline to recreate it") from None
     if artifact.suffix != ".pt2":
-        _check_suffix(artifact)
-    digest = _digest(artifact)
-    node = _node_for(report, digest)
+        check_suffix(artifact)
+    digest = recorded_digest(artifact)
+    node = node_for(report, digest)
     precision = node["precision"] if node else "fp32"
     try:
         overrides = {p: Tolerance.model_validate(t)

@@ -28,6 +28,10 @@ class RuntimeLoadError(MobileExportError):
     """The runtime could not load the artifact (damaged, or of a form it does not take)."""
 
 
+class IntermediatesUnavailable(MobileExportError):
+    """The runtime cannot expose the intermediate tensors localisation compares."""
+
+
 class Runner(ABC):
     """Runs one artifact on one runtime: ``with runner: runner.infer(feeds)``."""
 
@@ -100,7 +104,29 @@ class Runner(ABC):
                 parts.setdefault(name, []).append(np.asarray(value))
         return {name: np.concatenate(values, axis=0) for name, values in parts.items()}
 
+    def tensors(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every intermediate tensor the runtime computes for ``feeds`` (one input), by the
+        runtime's own tensor names, as float32 in the runtime's own layout (integer tensors
+        dequantized with their own scale and zero point); the batch is run in ``max_batch``
+        chunks and concatenated. :meth:`Target.join_tensors` names them in ONNX terms."""
+        self._require_active()
+        (name, value), = feeds.items()
+        value = np.asarray(value)
+        step = self.max_batch or len(value)
+        parts: dict[str, list[np.ndarray]] = {}
+        chunks = range(0, len(value), step)
+        for start in chunks:
+            for key, tensor in self.tensors_impl({name: value[start:start + step]}).items():
+                parts.setdefault(key, []).append(np.asarray(tensor, np.float32))
+        # a tensor missing from a chunk (a runtime that freed it) is not a whole-batch value
+        return {key: np.concatenate(v, axis=0) for key, v in parts.items()
+                if len(v) == len(chunks)}
+
     # -- backend hooks -------------------------------------------------------------------------
+    def tensors_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Intermediate tensors for one chunk; a runtime that exposes none says so."""
+        raise IntermediatesUnavailable(f"{self.runtime} does not expose intermediate tensors")
+
     @abstractmethod
     def activate_impl(self) -> None: ...
 
@@ -170,6 +196,16 @@ class Target(ABC):
         Default: the runtime itself, named by the node's parity or latency record."""
         parity, latency = node.get("parity") or {}, node.get("latency") or {}
         return str(parity.get("runtime") or latency.get("runtime") or self.name), False
+
+    def join_tensors(self, tensors: dict[str, np.ndarray], layers: "object",
+                     info: dict) -> dict[str, tuple[str, np.ndarray]]:
+        """Name a runner's :meth:`Runner.tensors` in ONNX terms: ONNX layer tensor -> (the
+        target's tensor name, its value in the reference's NCHW layout).
+        ``layers`` is the run's :class:`pipeline.localise.layer_map.LayerMap`; ``info`` the
+        node's report ``info`` (where a converter recorded its naming). Default: the target
+        keeps the ONNX tensor names."""
+        known = {layer.tensor for layer in layers.layers}  # type: ignore[attr-defined]
+        return {name: (name, value) for name, value in tensors.items() if name in known}
 
     def artifact_digest(self, path: "object") -> str:
         """The digest the run recorded for an artifact file of this target (``verify``)."""

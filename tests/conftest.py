@@ -10,10 +10,12 @@ import pytest
 #: collection order (--dist loadfile), so these go first: a long file started last would
 #: leave the other worker idle at the end. Files not listed keep pytest's order after them.
 SLOW_FILES = {
+    "tests/pipeline/localise/test_seeded_faults.py": 150,
     "tests/targets/tflite/test_convert.py": 133,
     "tests/targets/coreml/test_target.py": 127,
     "tests/targets/test_conformance.py": 95,
     "tests/targets/onnx/test_quantize.py": 75,
+    "tests/pipeline/localise/test_layer_map.py": 75,
     "tests/pipeline/test_kill_rerun.py": 50,
     "tests/pipeline/test_api.py": 45,
     "tests/targets/tensorrt/test_target.py": 44,
@@ -45,6 +47,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 TINY = {"model": "mobilenet_v2", "width": 0.35, "resolution": 64, "num_classes": 10,
         "bench": {"warmup": 10, "runs": 50, "batch": 4}, "parity": {"n_random": 2}}
+
+
+@pytest.fixture(scope="session")
+def tiny_settings() -> dict:
+    """The tiny model's settings (a copy of TINY), for fixtures in other folders."""
+    return dict(TINY)
 
 
 @pytest.fixture(scope="session")

@@ -47,9 +47,28 @@ def node_notes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          f"{100 * cost['macs_share']:.1f} % of MACs, median "
                          f"{fmt(cost.get('median_ms'), '.2f')} ms vs "
                          f"{fmt(cost.get('int8_median_ms'), '.2f')} ms all-int8")
+        if node.get("localisation"):
+            items.append(localisation_note(node["localisation"]))
         if items:
             notes.append({"name": node["name"], "items": items})
     return notes
+
+
+def localisation_note(record: dict[str, Any]) -> str:
+    """One line: the first divergent layer of a failed node (pipeline.localise)."""
+    if record.get("error"):
+        return f"not localised: {record['error']}"
+    first = record.get("first_divergent")
+    if first is None:
+        return (f"no single layer exceeds the {record.get('precision')} layer tolerance "
+                f"{record.get('limit')} ({record.get('compared')} layers compared): the error "
+                "builds up across layers")
+    fused = f", fused with {', '.join(first['fused_with'])}" if first.get("fused_with") else ""
+    error = first.get("error") or {}
+    return (f"first divergent layer: **{first['torch_module']}**{fused} (ONNX "
+            f"{first['onnx_node']} -> {first['onnx_tensor']}, target tensor "
+            f"{first['target_tensor']}): max error {fmt(error.get('max_rel'))} of the range, "
+            f"cosine {fmt(error.get('cosine'), '.5f')}, limit {first.get('limit')}")
 
 
 def notes_section(nodes: list[dict[str, Any]]) -> list[str]:

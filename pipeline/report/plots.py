@@ -171,3 +171,43 @@ def training_svg(node: dict[str, Any]) -> str | None:
     accuracy_axes.set_ylabel("validation accuracy, %", color="#2e7d32")
     accuracy_axes.set_ylim(0, 100)
     return _svg(figure)
+
+
+def localisation_svg(nodes: list[dict[str, Any]], ticks: int = 24) -> str | None:
+    """Error against depth for each localised node: 1 − centred cosine per layer (log scale)
+    over the layers in graph order, the node's layer limit dashed in its colour, a marker on
+    its first divergent layer. x labels: the torch module paths."""
+    curves = [(n, n["localisation"]) for n in nodes
+              if (n.get("localisation") or {}).get("curve")]
+    if not curves:
+        return None
+    order: list[str] = []
+    for _, record in curves:                    # every curve is in graph order
+        order += [p["onnx_tensor"] for p in record["curve"] if p["onnx_tensor"] not in order]
+    position = {name: i for i, name in enumerate(order)}
+    labels = {p["onnx_tensor"]: p["torch_module"] for _, r in curves for p in r["curve"]}
+    figure = _figure(8, width=9)
+    axes = figure.subplots()
+    palette = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"]
+    for index, (node, record) in enumerate(curves):
+        colour = palette[index % len(palette)]
+        points = [(position[p["onnx_tensor"]], max(FLOOR, 1 - (p["cosine"] if p["cosine"]
+                                                            is not None else -1)))
+                  for p in record["curve"]]
+        axes.plot([x for x, _ in points], [y for _, y in points], color=colour, linewidth=1.2,
+                  label=node["name"])
+        limit = (record.get("limit") or {}).get("min_cosine")
+        if limit is not None:
+            axes.axhline(max(FLOOR, 1 - limit), color=colour, linestyle="--", linewidth=0.8)
+        first = record.get("first_divergent")
+        if first and first["onnx_tensor"] in position:
+            x = position[first["onnx_tensor"]]
+            axes.plot([x], [dict(points).get(x, FLOOR)], marker="o", color=colour)
+    axes.set_yscale("log")
+    step = max(1, len(order) // ticks)
+    axes.set_xticks(range(0, len(order), step),
+                    [labels[name][:32] for name in order[::step]], rotation=90, fontsize=7)
+    axes.set_ylabel("1 − centred cosine")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _svg(figure)

@@ -74,6 +74,16 @@ class LatencyBudgetEntry(_Open):
     reason: str
 
 
+class LocalisationEntry(_Open):
+    """Where a failed node first diverges from PyTorch (pipeline.localise), or why that could
+    not be found out."""
+
+    first_divergent: dict[str, Any] | None = None
+    top: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
+    error: str | None = None
+
+
 class NodeEntry(_Open):
     name: str
     stage: str
@@ -90,6 +100,7 @@ class NodeEntry(_Open):
     error: str | None = None
     run: NodeRun | None = None
     latency_budget: LatencyBudgetEntry | None = None
+    localisation: LocalisationEntry | None = None
 
 
 class ReferenceEntry(_Open):

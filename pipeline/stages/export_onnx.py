@@ -20,7 +20,9 @@ import onnx
 
 from pipeline.artifact import Artifact
 from pipeline.context import RunContext
+from pipeline.artifact import sha256_file
 from pipeline.graph import OutputFile, Stage, StageOutput
+from pipeline.localise.layer_map import build_layer_map
 from pipeline.onnx_graph import name_batch_dim, op_counts, strip_metadata
 from pipeline.program import load_program, no_stack_traces
 from pipeline.reference import Reference
@@ -33,8 +35,11 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
 
-def export_to_onnx(program_path: Path, out_path: Path, opset: int) -> dict[str, Any]:
-    """Export, simplify, strip and check; returns facts about the graph for the record."""
+def export_to_onnx(program_path: Path, out_path: Path, opset: int,
+                   layer_map_path: Path | None = None) -> dict[str, Any]:
+    """Export, simplify, strip and check; returns facts about the graph for the record.
+    With ``layer_map_path``, the run's layer map (pipeline.localise.layer_map) is written there
+    from the exporter's name scopes, which stripping removes from the model itself."""
     import onnxsim
     import torch
 
@@ -54,17 +59,23 @@ def export_to_onnx(program_path: Path, out_path: Path, opset: int) -> dict[str, 
     name_batch_dim(model)
     onnx.checker.check_model(model, full_check=True)
     out_path.write_bytes(model.SerializeToString(deterministic=True))
-    return {"exporter": f"torch.onnx dynamo (torch {torch.__version__})", "opset": opset,
+    facts: dict[str, Any] = {}
+    if layer_map_path is not None:
+        layers = build_layer_map(exported, model)
+        layers.save(layer_map_path)
+        facts["layer_map"] = {"sha256": sha256_file(layer_map_path), "layers": len(layers.layers),
+                              "unjoined": len(layers.unjoined)}
+    return {**facts, "exporter": f"torch.onnx dynamo (torch {torch.__version__})", "opset": opset,
             "ops_exported": exported_ops, "ops": op_counts(model),
             "nodes": len(model.graph.node), "simplifier": f"onnxsim {onnxsim.__version__}"}
 
 
 class ExportOnnxStage(Stage):
     stage = "export_onnx"
-    version = 1
+    version = 2   # 2: the layer map (pipeline.localise) is an output too
     tools = ("torch", "onnx", "onnxscript", "onnxsim", "onnxruntime")
     inputs = ("fused_program", "reference")
-    outputs = ("onnx",)
+    outputs = ("onnx", "layer_map")
     target = "onnx"
 
     def __init__(self, ctx: RunContext) -> None:
@@ -76,8 +87,10 @@ class ExportOnnxStage(Stage):
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         c = self.ctx.config
         path = workdir / "model.onnx"
-        info = export_to_onnx(inputs["fused_program"].path, path, c.opset)
+        layer_map = workdir / "layer_map.json"
+        info = export_to_onnx(inputs["fused_program"].path, path, c.opset, layer_map)
         record = check_node(file_runner(path, c.threads), Reference.load(inputs["reference"].path),
                             self.ctx.tolerance("fp32"), c.bench).to_record()
         record["info"] = info
-        return StageOutput({"onnx": OutputFile(path, "onnx", {"opset": c.opset})}, record)
+        return StageOutput({"onnx": OutputFile(path, "onnx", {"opset": c.opset}),
+                            "layer_map": OutputFile(layer_map, "layer_map")}, record)

@@ -133,3 +133,16 @@ class CoremlTarget(Target):
         from targets.coreml import mlpackage
 
         return mlpackage.artifact_digest(path)
+
+    def join_tensors(self, tensors, layers, info):
+        """The torch frontend names each MIL variable after the FX node it translates; a
+        precision pass appends ``_cast_fp16`` to the ones it recomputes in fp16."""
+        import re
+
+        by_fx = layers.by_fx_node()
+        joined = {}
+        for var, value in tensors.items():
+            layer = by_fx.get(var) or by_fx.get(re.sub(r"_cast_fp(16|32)$", "", var))
+            if layer is not None:
+                joined.setdefault(layer.tensor, (var, value))
+        return joined

@@ -107,6 +107,22 @@ class MilEvaluatorRunner(Runner):
                 self.evaluator.run({name: array}).items() if value.dtype.kind in "fiub"}
 
 
+    def tensors_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every op's float output, by MIL variable name (the evaluator's ``observe``)."""
+        (name, array), = feeds.items()
+        array = np.asarray(array, dtype=np.float32)
+        if self._image:
+            array = to_pixels(array, self._mean, self._std)
+        found: dict[str, np.ndarray] = {}
+
+        def keep(var: str, _op_type: str, value: Any) -> None:
+            if value.is_floating_point():
+                found[var] = value.detach().float().numpy().copy()
+
+        self.evaluator.run({name: array}, observe=keep)
+        return found
+
+
 class CoremlRuntimeRunner(Runner):
     """``MLModel.predict`` on macOS with the given compute units (``CPU_ONLY``, ``ALL``, ...)."""
 

@@ -55,3 +55,8 @@ class TfliteTarget(Target):
         sidecar = build_sidecar(Path(folder), nodes)
         atomic_write_bytes(Path(folder) / SIDECAR,
                            (json.dumps(sidecar, indent=2) + "\n").encode())
+
+    def join_tensors(self, tensors, layers, info):
+        from targets.tflite.tensor_join import join_tflite
+
+        return join_tflite(tensors, layers, info)

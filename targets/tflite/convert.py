@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -192,6 +193,20 @@ def run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path,
 
     module = sys.modules["onnx2tf.onnx2tf"]
     module.download_test_image_data = local_sample
+    names: dict[str, list[Any]] = {}
+    outputs_of = module.get_tf_model_outputs
+
+    def record_names(**kw: Any) -> Any:
+        # onnx2tf's own ONNX-name -> TF-tensor bookkeeping, read where it hands it over; the
+        # TFLite tensors carry these TF names (fused kernels join several with ';')
+        for onnx_name, entry in kw["tf_layers_dict"].items():
+            tf_name = getattr(entry.get("tf_node"), "name", None) if isinstance(entry, dict) \
+                else None
+            if isinstance(tf_name, str):
+                names[onnx_name] = [re.sub(r":0$", "", tf_name), bool(entry.get("nhwc"))]
+        return outputs_of(**kw)
+
+    module.get_tf_model_outputs = record_names
     try:
         with _in_scratch(scratch), captured_stdout() as tee, network_guard() as attempts:
             try:
@@ -203,12 +218,13 @@ def run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path,
                 raise ConversionError(_explain(exc, tee, onnx_path)) from exc
     finally:
         module.download_test_image_data = original
+        module.get_tf_model_outputs = outputs_of
     if attempts:
         raise ConversionError(f"onnx2tf tried to reach the network ({', '.join(attempts)}) "
                               "and was refused; nothing may be downloaded")
     return result, {"network_attempts": list(attempts), "sample_reads": len(reads),
                     "sample_file": ONNX2TF_SAMPLE_FILE,
-                    "onnxsim": onnxsim}
+                    "onnxsim": onnxsim, "tensor_names": names}
 
 
 def _rename_io(tflite_path: Path, onnx_inputs: list[tuple[str, list]],
@@ -309,6 +325,7 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
     # SavedModel and every other variant: five conversions instead of one for int8).
     kwargs["disable_model_save"] = True
     keras_model, facts = run_onnx2tf(onnx_path, work / "cwd", sample_path, kwargs)
+    tensor_names = facts.pop("tensor_names")
     calibration = None
     if precision == "int8":
         calibration = np.load(str(calib_path)).astype(np.float32)
@@ -341,7 +358,8 @@ def _convert_in(source: Path, out_path: Path, precision: str, layout: str, sampl
             "ops": op_counts(out_path), **details, "versions": _versions(),
             "quantization": quant, "bytes": out_path.stat().st_size,
             "onnx_inputs": [[n, s] for n, s in inputs],
-            "onnx_outputs": [[n, s] for n, s in outputs], "offline": facts}
+            "onnx_outputs": [[n, s] for n, s in outputs], "offline": facts,
+            "tensor_names": tensor_names}
 
 
 def _to_tflite(model: Any, precision: str, calibration: np.ndarray | None, int8_io: bool,

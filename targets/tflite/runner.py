@@ -51,6 +51,7 @@ class LiteRTRunner(Runner):
         self.path = Path(path)
         self.layout = layout            # None: read from the model's input shape
         self._interpreter = None
+        self._all_tensors = None
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[dict[str, Any]] = []
         self.xnnpack = False
@@ -77,6 +78,7 @@ class LiteRTRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self._interpreter = None
+        self._all_tensors = None
 
     def input_names_impl(self) -> list[str]:
         return [d["name"] for d in self._inputs]
@@ -99,6 +101,41 @@ class LiteRTRunner(Runner):
             scale, zero_point = detail["quantization"]
             return dequantize(value, scale, zero_point)
         return np.array(value, dtype=np.float32)
+
+    def tensors_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every op's output tensor, by its TFLite name, dequantized, in the model's layout:
+        a second interpreter keeps all tensors (``experimental_preserve_all_tensors``) and
+        loads no delegate, whose kernels would free or fuse them."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        if self._all_tensors is None:
+            self._all_tensors = Interpreter(
+                model_path=str(self.path), num_threads=self.threads,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                experimental_preserve_all_tensors=True)
+            self._all_tensors.allocate_tensors()
+        interpreter = self._all_tensors
+        main = self._interpreter
+        self._interpreter = interpreter         # _set writes into the interpreter in use
+        try:
+            self.infer_impl(feeds)
+        finally:
+            self._interpreter = main
+        details = {d["index"]: d for d in interpreter.get_tensor_details()}
+        found: dict[str, np.ndarray] = {}
+        for op in interpreter._get_ops_details():    # the only listing of op outputs
+            for index in op["outputs"]:
+                detail = details.get(index)
+                if detail is None or np.dtype(detail["dtype"]).kind not in "fiu":
+                    continue
+                value = interpreter.get_tensor(index)
+                scale, zero_point = detail["quantization"]
+                if np.dtype(detail["dtype"]).kind in "iu":
+                    if not scale:
+                        continue                  # an integer index tensor, not an activation
+                    value = dequantize(value, scale, zero_point)
+                found[detail["name"]] = np.array(value, dtype=np.float32)
+        return found
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         by_name = {d["name"]: d for d in self._inputs}

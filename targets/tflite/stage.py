@@ -30,7 +30,7 @@ class TfliteConvertStage(Stage):
     stage = "convert_tflite"
     #: 5: the int8 fallback ranks on a 96-input sample, one process per core; 6: converted
     #: from a frozen concrete function, with a serving_default signature written afterwards
-    version = 6   # convert.py now also spells out a missing kernel_shape: only models that failed before change
+    version = 7   # the record now carries onnx2tf's tensor names (per-layer localisation)
     tools = ("onnx2tf", "tensorflow", "tf_keras", "ai-edge-litert", "onnx", "onnxsim",
              "onnxruntime", "numpy")
     target = "tflite"
@@ -250,6 +250,8 @@ class TfliteConvertStage(Stage):
             "transposes": ops.get("TRANSPOSE", 0), "convolutions": convs,
             "layout": layout, "int8_io": facts["int8_io"], "quantization": facts["quantization"],
             "offline": facts["offline"],
+            # ONNX tensor -> [TF tensor name the TFLite tensors carry, NHWC?] (localisation)
+            "tensor_names": facts.get("tensor_names", {}),
             "sidecar": {
                 "inputs": [{**t, "layout": detect_layout(t["shape"])} for t in facts["inputs"]],
                 "outputs": facts["outputs"],

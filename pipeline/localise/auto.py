@@ -1,0 +1,31 @@
+"""Localisation of every node that fails its parity gate, as part of a run: the node's report
+entry gets ``localisation`` (the record of pipeline.localise.verdict, or ``{"error": ...}``
+naming why it could not be made)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserInputError
+from pipeline.localise.locate import localise
+
+log = logging.getLogger(__name__)
+
+def needs_localisation(node: dict[str, Any]) -> bool:
+    return ((node.get("parity") or {}).get("verdict") == "fail" and node.get("status") in ("ran", "cached")
+            and bool((node.get("artifact") or {}).get("path"))
+            and node.get("name") not in ("load", "trace", "fuse", "prune", "finetune"))
+
+
+def localise_failures(report: dict[str, Any], threads: int = 1) -> None:
+    """Add ``localisation`` to each failed node of ``report`` (in place)."""
+    for node in report["nodes"]:
+        if not needs_localisation(node):
+            continue
+        try:
+            node["localisation"] = localise(report, node, Path(node["artifact"]["path"]),
+                                            threads)
+        except UserInputError as exc:
+            log.warning("%s: not localised: %s", node["name"], exc)
+            node["localisation"] = {"error": str(exc)}

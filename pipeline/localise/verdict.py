@@ -1,0 +1,170 @@
+"""Per-layer errors against the reference and the verdict: the first layer that diverges.
+
+A layer *causes* a divergence when its error exceeds the layer tolerance while every layer it
+is computed from is within it; the layers after it only inherit the error. Metrics, per layer:
+the largest absolute error as a fraction of the reference tensor's range (over all samples) and
+the cosine of the mean-centred tensors (per sample, the minimum), both in float64.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from pipeline.localise.layer_map import Layer, LayerMap
+from pipeline.localise.tolerance import LayerTolerance
+
+TOP = 5
+
+
+@dataclass
+class LayerError:
+    """One compared layer: where it is in each naming, and how far it is from the reference."""
+
+    torch_module: str
+    fx_node: str
+    onnx_node: str
+    onnx_tensor: str          # the ONNX tensor compared (the group's last)
+    target_tensor: str
+    fused_with: list[str]     # torch modules of the ONNX layers the target computes in one kernel
+    max_rel: float
+    cosine: float
+    within: bool
+    inputs: list[str]         # ONNX tensors of the compared layers it reads
+    added: float = 0.0        # max_rel minus the largest max_rel among its inputs
+
+
+def label(layer: Layer) -> str:
+    """What users read: the torch module path; an op in the model's own forward by its node."""
+    return layer.module or f"forward:{layer.fx_node}"
+
+
+#: a tensor that varies by less than this fraction of its magnitude is treated as constant:
+#: the error is measured against that magnitude instead of its (float-noise) range, and its
+#: centred cosine, which is noise then, is not used (a saturated hardsigmoid gate of ~1.0)
+FLAT = 1e-3
+
+
+def layer_metrics(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
+    """(max |error| / reference range, min over samples of the centred cosine)."""
+    r = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    c = np.asarray(cand, np.float64).reshape(len(cand), -1)
+    if not np.isfinite(c).all():
+        return float("inf"), -1.0
+    if not r.size:
+        return 0.0, 1.0
+    magnitude = float(np.abs(r).max())
+    scale = max(float(r.max() - r.min()), FLAT * magnitude)
+    error = float(np.abs(c - r).max())
+    max_rel = error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
+    rc, cc = r - r.mean(axis=1, keepdims=True), c - c.mean(axis=1, keepdims=True)
+    rn, cn = np.linalg.norm(rc, axis=1), np.linalg.norm(cc, axis=1)
+    flat = FLAT * magnitude * np.sqrt(r.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(rn * cn > 0, (rc * cc).sum(axis=1) / np.where(rn * cn > 0, rn * cn, 1), 0.0)
+    cos = np.where((rn <= flat) & (cn <= flat), 1.0, cos)
+    return max_rel, float(cos.min())
+
+
+def _within(max_rel: float, cosine: float, tol: LayerTolerance) -> bool:
+    if tol.max_rel is not None and not max_rel <= tol.max_rel:
+        return False
+    return tol.min_cosine is None or cosine >= tol.min_cosine
+
+
+#: ONNX op types that carry a layer's weights: a fused kernel is named after its weighted op
+#: (the conv a ReLU6 was fused into), as the runtimes name their fused kernels
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv",
+                          "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+
+
+def _named_after(group: list[Layer]) -> Layer:
+    weighted = [layer for layer in group if layer.op_type in WEIGHTED_OPS]
+    return weighted[0] if weighted else group[-1]
+
+
+def compare_layers(layer_map: LayerMap, reference: Mapping[str, np.ndarray],
+                   target: Mapping[str, tuple[str, np.ndarray]],
+                   tol: LayerTolerance) -> tuple[list[LayerError], list[dict[str, str]]]:
+    """Errors of the layers both sides hold, in graph order, and the layers not compared.
+
+    ``reference``: FX node -> value; ``target``: ONNX tensor -> (target tensor name, value in
+    the reference's layout). A layer the target has no tensor for (a conv fused with its
+    activation, a reshape folded away) is computed inside the next compared layer it feeds:
+    that layer is named after the group's weighted op and lists the others in ``fused_with``."""
+    fed_by: dict[str, list[str]] = {name: [] for name in layer_map.graph_inputs}
+    pending: dict[str, list[Layer]] = {name: [] for name in layer_map.graph_inputs}
+    errors: list[LayerError] = []
+    skipped: list[dict[str, str]] = []
+    by_name: dict[str, LayerError] = {}
+    for layer in layer_map.layers:
+        sources: list[str] = []
+        inside: list[Layer] = []
+        for name in layer.inputs:
+            for source in ([name] if name in by_name else fed_by.get(name, [])):
+                if source not in sources:
+                    sources.append(source)
+            for folded in ([] if name in by_name else pending.get(name, [])):
+                if folded not in inside:
+                    inside.append(folded)
+        ref = reference.get(layer.fx_node)
+        found = target.get(layer.tensor)
+        reason = ("the reference program has no value for it" if ref is None else
+                  "the target has no tensor of its own for it (computed inside a fused "
+                  "kernel, or folded away)" if found is None else None)
+        if reason is None and tuple(found[1].shape) != tuple(ref.shape):
+            reason = f"shapes differ: target {list(found[1].shape)}, reference {list(ref.shape)}"
+        if reason is not None:
+            fed_by[layer.tensor] = sources
+            pending[layer.tensor] = inside + [layer]
+            skipped.append({"torch_module": label(layer), "onnx_tensor": layer.tensor,
+                            "reason": reason})
+            continue
+        group = inside + [layer]
+        named = _named_after(group)
+        max_rel, cosine = layer_metrics(ref, found[1])
+        entry = LayerError(label(named), named.fx_node, named.onnx_node, layer.tensor, found[0],
+                           [label(other) for other in group if other is not named],
+                           max_rel, cosine, _within(max_rel, cosine, tol), sources)
+        entry.added = max_rel - max((by_name[s].max_rel for s in sources), default=0.0)
+        by_name[layer.tensor] = entry
+        errors.append(entry)
+    return errors, skipped
+
+
+def first_divergent(errors: list[LayerError]) -> LayerError | None:
+    """The first layer over its tolerance whose inputs are all within it."""
+    by_name = {e.onnx_tensor: e for e in errors}
+    for entry in errors:
+        if not entry.within and all(by_name[s].within for s in entry.inputs):
+            return entry
+    return None
+
+
+def _json_number(value: float) -> float | None:
+    return round(value, 9) if np.isfinite(value) else None
+
+
+def _entry(e: LayerError, tol: LayerTolerance | None = None) -> dict[str, Any]:
+    data = {k: v for k, v in asdict(e).items() if k not in ("within", "inputs", "max_rel",
+                                                             "cosine", "added")}
+    data["error"] = {"max_rel": _json_number(e.max_rel), "cosine": _json_number(e.cosine),
+                     "added": _json_number(e.added)}
+    if tol is not None:
+        data["limit"] = tol.model_dump()
+    return data
+
+
+def localisation_record(errors: list[LayerError], skipped: list[dict[str, str]],
+                        tol: LayerTolerance, precision: str) -> dict[str, Any]:
+    """The ``localisation`` entry of a report node (and of ``localise --json``)."""
+    first = first_divergent(errors)
+    top = sorted(errors, key=lambda e: -e.added if np.isfinite(e.added) else float("-inf"))
+    return {"precision": precision, "limit": tol.model_dump(), "compared": len(errors),
+            "first_divergent": _entry(first, tol) if first else None,
+            "top": [_entry(e) for e in top[:TOP]],
+            "curve": [{"torch_module": e.torch_module, "onnx_tensor": e.onnx_tensor,
+                       "max_rel": _json_number(e.max_rel), "cosine": _json_number(e.cosine)}
+                      for e in errors],
+            "not_compared": skipped}

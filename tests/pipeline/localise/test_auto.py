@@ -1,0 +1,30 @@
+"""pipeline.localise.auto: a node that fails its gate carries ``localisation`` in report.json,
+report.md names its first divergent layer and report.html plots its error against depth."""
+from __future__ import annotations
+
+from pipeline.config import PipelineConfig
+from pipeline.report.schema import ReportFile
+from pipeline.run import execute
+
+
+def test_a_failed_node_is_localised_in_every_report(tiny_settings, tmp_path) -> None:
+    # a gate no int8 model can pass and a layer limit int8 noise exceeds: the failure and the
+    # layer it starts at are constructed, whatever this CPU's int8 kernels compute
+    config = PipelineConfig.model_validate({
+        **tiny_settings, "artifacts_dir": tmp_path / "artifacts", "out": tmp_path / "report",
+        "precisions": ["fp32", "int8"], "tolerances": {"int8": {"min_cosine": 0.9999999}},
+        "layer_tolerances": {"int8": {"min_cosine": 0.9999999}}})
+    outcome = execute(config)
+    nodes = {n["name"]: n for n in outcome.report["nodes"]}
+    assert "localisation" not in nodes["export_onnx"], "a passing node is not localised"
+    record = nodes["onnx:int8"]["localisation"]
+    assert nodes["onnx:int8"]["parity"]["verdict"] == "fail"
+    first = record["first_divergent"]
+    assert first is not None and first["limit"]["min_cosine"] == 0.9999999
+    assert first["torch_module"].startswith("features.") and first["error"]["cosine"] < 0.9999999
+    assert record["top"] and record["curve"] and record["runtime"] == "onnxruntime"
+    ReportFile.model_validate(outcome.report)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"first divergent layer: **{first['torch_module']}**" in markdown
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Where each failed node starts to drift" in html and "1 − centred cosine" in html
