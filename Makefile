@@ -23,7 +23,7 @@ endif
 RUN_ARGS := --model $(MODEL) --width $(WIDTH) --resolution $(RESOLUTION) --threads $(THREADS) \
 	$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(CONFIG),--config $(CONFIG)) $(TRAINING)
 
-.PHONY: setup test onnx android ios tensorrt all bench clean help publish verify-release keygen ci-local timings conformance sweep
+.PHONY: setup test onnx android ios tensorrt all bench bench-localise clean help publish verify-release keygen ci-local timings conformance sweep
 
 help:
 	@echo "make all    - set up, then convert the default model ($(MODEL)) to every target this machine can build"
@@ -31,6 +31,7 @@ help:
 	@echo "make onnx | android | ios | tensorrt | bench | clean | setup   (variables: MODEL= WEIGHTS= CONFIG= WIDTH= RESOLUTION= THREADS=)"
 	@echo "make publish URL=... KEY=... [NAME=] [VERSION=] | verify-release URL=... PUBKEY=... | keygen | ci-local"
 	@echo "make timings - cold and cached run times of make all's run, into artifacts/bench/timings.json"
+	@echo "make bench-localise - what a per-layer localisation costs (MobileNetV2 1.0-224), into artifacts/bench/localise.json"
 	@echo "make sweep  - the default sweep (pipeline/sweep/default.yaml: V1 widths x resolutions, V2, V3-Small; ONNX + TFLite, fp32 + int8), into artifacts/sweeps/default"
 	@echo "make conformance - the ONNX node tests of the vision op set through ONNX -> TFLite, into artifacts/conformance"
 
@@ -123,6 +124,11 @@ ci-local: test all
 
 bench: setup
 	$(PY) -m pipeline.bench_suite --out artifacts/bench/bench.json
+
+# What a per-layer localisation costs beside a verify of the same artifact (MobileNetV2 1.0-224,
+# ONNX / TFLite / Core ML, fp32 and int8): seconds and the runtime child's peak memory.
+bench-localise: setup
+	$(PY) -m pipeline.localise.bench --out artifacts/bench/localise.json
 
 clean:
 	rm -rf artifacts/cache artifacts/reports artifacts/onnx artifacts/android artifacts/ios artifacts/tensorrt artifacts/bench

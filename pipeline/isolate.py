@@ -79,6 +79,23 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, stage: str, model: str,
         return reply["result"]
 
 
+def run_on_users_file(target: str, kwargs: dict[str, Any], *, command: str, path: Path,
+                      timeout_s: float) -> Any:
+    """:func:`run_isolated` for a command run on a file the user handed in (``verify``,
+    ``localise``): the child's own UserInputError comes back as one; a crash, a hang or any
+    other failure as one UserInputError line naming the file."""
+    from pipeline.errors import UserInputError
+
+    try:
+        return run_isolated(target, kwargs, stage=command, model=path.name, timeout_s=timeout_s,
+                            what="runtime")
+    except IsolatedCallError as exc:
+        if exc.error and exc.error.get("user_input"):
+            raise UserInputError(exc.error["message"]) from None
+        raise UserInputError(f"{path.name} cannot be checked ({command}): {exc.problem}; pass "
+                             "an artifact this tool wrote") from None
+
+
 def _child(request_path: str, result_path: str) -> int:
     import importlib
     import traceback

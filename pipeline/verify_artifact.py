@@ -79,18 +79,12 @@ def check_isolated(artifact: Path, reference: Path, tolerance: Tolerance, thread
                    timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
     """:func:`check_in_child` in a child process: a refusal comes back as the child's own
     UserInputError; a crash, a hang or any other failure as one UserInputError line."""
-    from pipeline.isolate import IsolatedCallError, run_isolated
+    from pipeline.isolate import run_on_users_file
 
-    try:
-        return run_isolated(f"{__name__}:check_in_child", {
-            "artifact": str(Path(artifact).resolve()), "reference": str(reference),
-            "tolerance": tolerance.model_dump(), "threads": threads},
-            stage="verify", model=Path(artifact).name, timeout_s=timeout_s, what="runtime")
-    except IsolatedCallError as exc:
-        if exc.error and exc.error.get("user_input"):
-            raise UserInputError(exc.error["message"]) from None
-        raise UserInputError(f"{Path(artifact).name} cannot be checked: {exc.problem}; pass "
-                             "an artifact this tool wrote") from None
+    return run_on_users_file(f"{__name__}:check_in_child", {
+        "artifact": str(Path(artifact).resolve()), "reference": str(reference),
+        "tolerance": tolerance.model_dump(), "threads": threads},
+        command="verify", path=Path(artifact), timeout_s=timeout_s)
 
 
 def recorded_digest(artifact: Path) -> str:

@@ -203,9 +203,23 @@ class Target(ABC):
         target's tensor name, its value in the reference's NCHW layout).
         ``layers`` is the run's :class:`pipeline.localise.layer_map.LayerMap`; ``info`` the
         node's report ``info`` (where a converter recorded its naming). Default: the target
-        keeps the ONNX tensor names."""
-        known = {layer.tensor for layer in layers.layers}  # type: ignore[attr-defined]
-        return {name: (name, value) for name, value in tensors.items() if name in known}
+        keeps the ONNX tensor names (ONNX Runtime, TensorRT's ONNX parser); in a Q/DQ model a
+        layer is read by the next one through ``<name>_DequantizeLinear_Output``
+        (onnxruntime.quantization's naming): what the int8 model computes, rounding included."""
+        joined = {}
+        for layer in layers.layers:  # type: ignore[attr-defined]
+            for name in (f"{layer.tensor}_DequantizeLinear_Output", layer.tensor):
+                if name in tensors:
+                    joined[layer.tensor] = (name, tensors[name])
+                    break
+        return joined
+
+    def intermediates_runner(self, path: "object", threads: int, info: dict,
+                             source: "object") -> Runner:
+        """The runner whose :meth:`Runner.tensors` localisation reads for an artifact of this
+        target; ``source(digest)`` is the path of a cache object of the run (an engine's source
+        ONNX). Default: the artifact's own runner."""
+        return self.runner(path, threads)
 
     def artifact_digest(self, path: "object") -> str:
         """The digest the run recorded for an artifact file of this target (``verify``)."""

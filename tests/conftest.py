@@ -15,7 +15,7 @@ SLOW_FILES = {
     "tests/targets/coreml/test_target.py": 127,
     "tests/targets/test_conformance.py": 95,
     "tests/targets/onnx/test_quantize.py": 75,
-    "tests/pipeline/localise/test_layer_map.py": 75,
+    "tests/pipeline/localise/test_layer_map.py": 70,
     "tests/pipeline/test_kill_rerun.py": 50,
     "tests/pipeline/test_api.py": 45,
     "tests/targets/tensorrt/test_target.py": 44,

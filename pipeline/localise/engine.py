@@ -36,24 +36,41 @@ def pick_samples(reference: Reference, limit: int = SAMPLES) -> np.ndarray:
     return batch[chosen]
 
 
+def _cached(cache_dir: str | None, digest: str) -> Path:
+    """A cache object of the run, checked by digest (never evicted: this is a reader)."""
+    from pipeline.cache import Cache, CorruptEntry
+    from pipeline.files import PathOutsideRoot
+
+    if cache_dir is None:
+        raise UserInputError("the run's cache folder is not known; rerun the pipeline")
+    try:
+        return Cache(Path(cache_dir)).get(digest, "onnx", evict=False).path
+    except (CorruptEntry, PathOutsideRoot, ValueError) as exc:
+        raise UserInputError(f"an input of the artifact is not in the run's cache ({exc}); "
+                             "rerun the pipeline to recreate it") from None
+
+
 def localise_in_child(artifact: str, program: str, layer_map: str, reference: str,
                       precision: str, tolerance: dict[str, Any], info: dict[str, Any],
-                      threads: int = 1, target: str | None = None) -> dict[str, Any]:
+                      threads: int = 1, target: str | None = None,
+                      cache_dir: str | None = None) -> dict[str, Any]:
     """The ``localisation`` record of ``artifact`` (the child process's half)."""
     started = time.perf_counter()
-    layers = LayerMap.load(Path(layer_map))
-    tol = LayerTolerance.model_validate(tolerance)
-    batch = pick_samples(Reference.load(Path(reference)))
-    ref_values, _ = capture_values(Path(program), batch, {layer.fx_node for layer in layers.layers})
-    reference_s = time.perf_counter() - started
     path = Path(artifact)
     # a run's own artifact may be a cache object (no suffix): its node names the target
     runtime_target = registered_targets()[target]() if target else target_for_file(path)
     reason = runtime_target.unavailable_reason()
     if reason:
         raise UserInputError(f"cannot run {path.name} here: {reason}")
+    layers = LayerMap.load(Path(layer_map))
+    tol = LayerTolerance.model_validate(tolerance)
+    batch = pick_samples(Reference.load(Path(reference)))
+    ref_values, _ = capture_values(Path(program), batch, {layer.fx_node for layer in layers.layers})
+    reference_s = time.perf_counter() - started
     try:
-        with runtime_target.runner(path, threads) as runner:
+        runner = runtime_target.intermediates_runner(path, threads, info,
+                                                     lambda digest: _cached(cache_dir, digest))
+        with runner:
             name = runner.input_names()[0]
             values = runner.tensors({name: batch})
             runtime = runner.runtime

@@ -59,22 +59,17 @@ def localise(report: dict[str, Any], node: dict[str, Any] | None, artifact: Path
              threads: int = 1, timeout_s: float = LOCALISE_TIMEOUT_S) -> dict[str, Any]:
     """The localisation record of ``artifact``, judged at ``node``'s precision (fp32 when the
     artifact is no node of the run's)."""
-    from pipeline.isolate import IsolatedCallError, run_isolated
+    from pipeline.isolate import run_on_users_file
 
     inputs = localisation_inputs(report)
     precision = node["precision"] if node else "fp32"
     tolerance = layer_tolerance_of(report, precision)
-    try:
-        record = run_isolated("pipeline.localise.engine:localise_in_child", {
-            "artifact": str(Path(artifact).resolve()), **{k: str(v) for k, v in inputs.items()},
-            "precision": precision, "tolerance": tolerance.model_dump(),
-            "info": (node or {}).get("info") or {}, "threads": threads,
-            "target": node.get("target") if node else None},
-            stage="localise", model=Path(artifact).name, timeout_s=timeout_s, what="runtime")
-    except IsolatedCallError as exc:
-        if exc.error and exc.error.get("user_input"):
-            raise UserInputError(exc.error["message"]) from None
-        raise UserInputError(f"{Path(artifact).name} cannot be localised: {exc.problem}; pass "
-                             "an artifact this tool wrote") from None
+    record = run_on_users_file("pipeline.localise.engine:localise_in_child", {
+        "artifact": str(Path(artifact).resolve()), **{k: str(v) for k, v in inputs.items()},
+        "precision": precision, "tolerance": tolerance.model_dump(),
+        "info": (node or {}).get("info") or {}, "threads": threads,
+        "target": node.get("target") if node else None,
+        "cache_dir": str(report["run"]["cache_dir"])},
+        command="localise", path=Path(artifact), timeout_s=timeout_s)
     record["node"] = node["name"] if node else None
     return record

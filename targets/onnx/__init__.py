@@ -37,15 +37,3 @@ class OnnxTarget(Target):
 
     def runner(self, path: Path, threads: int) -> Runner:
         return OrtRunner(path, threads)
-
-    def join_tensors(self, tensors, layers, info):
-        """ONNX keeps its tensor names; in a Q/DQ model a layer is read by the next one through
-        its ``<name>_DequantizeLinear_Output`` (onnxruntime.quantization's naming), which is
-        what the int8 model computes, rounding included."""
-        joined = {}
-        for layer in layers.layers:
-            for name in (f"{layer.tensor}_DequantizeLinear_Output", layer.tensor):
-                if name in tensors:
-                    joined[layer.tensor] = (name, tensors[name])
-                    break
-        return joined

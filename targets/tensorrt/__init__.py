@@ -69,6 +69,20 @@ class TensorrtTarget(Target):
     def runner(self, path: Path, threads: int) -> Runner:
         return TensorrtRunner(path, threads)
 
+    def intermediates_runner(self, path: Path, threads: int, info: dict,
+                             source: Any) -> Runner:
+        """An engine rebuilt from its source ONNX with every tensor marked (an engine itself
+        keeps only its outputs), with the node's own builder settings."""
+        from pipeline.errors import UserInputError
+        from targets.tensorrt.intermediates import MarkedEngineRunner
+
+        onnx_digest = (info.get("source_onnx") or {}).get("sha256")
+        if not onnx_digest or "settings" not in info:
+            raise UserInputError(f"{Path(path).name}: the node records no source ONNX and "
+                                 "builder settings (an engine built before localisation); "
+                                 "rerun the pipeline with --force tensorrt")
+        return MarkedEngineRunner(source(onnx_digest), info["settings"], threads)
+
     def publish_name(self, output: str, precision: str, suffix: str) -> str:
         if output == "onnx_int8_trt":
             return "model_int8_qdq.onnx"

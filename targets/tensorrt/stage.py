@@ -129,7 +129,7 @@ class TensorrtEngineStage(Stage):  # pragma: no cover - run needs an NVIDIA GPU 
     """``tensorrt:<precision>``: build one engine, then check and time it on TensorRT."""
 
     stage = "build_tensorrt"
-    version = 1
+    version = 2   # 2: the record names the source ONNX (localisation)
     tools = ("onnx", "polygraphy")
     target = "tensorrt"
 
@@ -182,7 +182,9 @@ class TensorrtEngineStage(Stage):  # pragma: no cover - run needs an NVIDIA GPU 
                                self.ctx.tolerance(self.precision), c.bench,
                                self.ctx.accuracy_drop(self.precision))
         checks.parity.runtime = f"TensorRT {info['tensorrt_version']} on {info['gpu']}"
-        info.update(warning=ENGINE_WARNING, check=plan["check"])
+        info.update(warning=ENGINE_WARNING, check=plan["check"],
+                    # localisation rebuilds an engine with every tensor marked from it
+                    source_onnx={"sha256": inputs[source_output(self.precision)].digest})
         record = {**checks.to_record(), "info": info}
         return StageOutput({self.outputs[0]: OutputFile(engine, "engine",
                                                         {"precision": self.precision})}, record)

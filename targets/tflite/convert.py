@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import numpy as np
 
 from targets.tflite.inspect import io_details, op_counts
 from targets.tflite.offline import Tee, captured_stdout, network_guard
+from targets.tflite.tensor_join import recorded_tensor_names
 from targets.tflite.rewrite import apply_rewrites
 
 #: The file onnx2tf looks for in the current directory before downloading it.
@@ -193,22 +193,9 @@ def run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path,
 
     module = sys.modules["onnx2tf.onnx2tf"]
     module.download_test_image_data = local_sample
-    names: dict[str, list[Any]] = {}
-    outputs_of = module.get_tf_model_outputs
-
-    def record_names(**kw: Any) -> Any:
-        # onnx2tf's own ONNX-name -> TF-tensor bookkeeping, read where it hands it over; the
-        # TFLite tensors carry these TF names (fused kernels join several with ';')
-        for onnx_name, entry in kw["tf_layers_dict"].items():
-            tf_name = getattr(entry.get("tf_node"), "name", None) if isinstance(entry, dict) \
-                else None
-            if isinstance(tf_name, str):
-                names[onnx_name] = [re.sub(r":0$", "", tf_name), bool(entry.get("nhwc"))]
-        return outputs_of(**kw)
-
-    module.get_tf_model_outputs = record_names
     try:
-        with _in_scratch(scratch), captured_stdout() as tee, network_guard() as attempts:
+        with _in_scratch(scratch), captured_stdout() as tee, network_guard() as attempts, \
+                recorded_tensor_names(module) as names:
             try:
                 result = onnx2tf.convert(**kwargs)
             except (Exception, SystemExit) as exc:
@@ -218,7 +205,6 @@ def run_onnx2tf(onnx_path: Path, scratch: Path, sample_path: Path,
                 raise ConversionError(_explain(exc, tee, onnx_path)) from exc
     finally:
         module.download_test_image_data = original
-        module.get_tf_model_outputs = outputs_of
     if attempts:
         raise ConversionError(f"onnx2tf tried to reach the network ({', '.join(attempts)}) "
                               "and was refused; nothing may be downloaded")

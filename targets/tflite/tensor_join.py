@@ -8,8 +8,9 @@ the value of the last of the ONNX layers it carries.
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -17,6 +18,28 @@ from targets.base import IntermediatesUnavailable
 
 _MODEL_PREFIX = re.compile(r"^[^/]+/")
 _OWN_OPERATOR = re.compile(r"^tf\.__operators__\.")
+
+
+@contextlib.contextmanager
+def recorded_tensor_names(module: Any) -> Iterator[dict[str, list[Any]]]:
+    """While onnx2tf converts: its own ONNX-name -> TF-tensor bookkeeping, read where it hands
+    it over (``get_tf_model_outputs(tf_layers_dict=...)``), as {ONNX name: [TF name, NHWC?]}."""
+    names: dict[str, list[Any]] = {}
+    outputs_of = module.get_tf_model_outputs
+
+    def record(**kw: Any) -> Any:
+        for onnx_name, entry in kw["tf_layers_dict"].items():
+            tf_name = getattr(entry.get("tf_node"), "name", None) if isinstance(entry, dict) \
+                else None
+            if isinstance(tf_name, str):
+                names[onnx_name] = [re.sub(r":0$", "", tf_name), bool(entry.get("nhwc"))]
+        return outputs_of(**kw)
+
+    module.get_tf_model_outputs = record
+    try:
+        yield names
+    finally:
+        module.get_tf_model_outputs = outputs_of
 
 
 def join_tflite(tensors: dict[str, np.ndarray], layers: Any,

@@ -230,8 +230,8 @@ def test_unconvertible_op_fails_only_the_tflite_node_with_a_clear_reason(
     config, _ = android_run
     real = export_onnx.export_to_onnx
 
-    def export_with_castlike(program_path, out_path, opset):
-        info = real(program_path, out_path, opset)
+    def export_with_castlike(program_path, out_path, opset, layer_map_path=None):
+        info = real(program_path, out_path, opset, layer_map_path)
         model = onnx.load(str(out_path))
         for node in model.graph.node:
             node.input[:] = ["input_like" if name == "input" else name for name in node.input]
