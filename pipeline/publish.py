@@ -53,6 +53,8 @@ def publish(graph: Graph, results: list[NodeResult], targets: list[Target], root
         if not all(_passed(by_name[u]) for u in upstream_names(graph, result.stage.name)):
             continue
         for index, (output_name, artifact) in enumerate(result.outputs.items()):
+            if output_name in getattr(result.stage, "unpublished", ()):
+                continue
             suffix = SUFFIX_BY_KIND.get(artifact.kind, f".{artifact.kind}")
             if index:    # a stage's further outputs (the layer map) keep their own names
                 atomic_copy(artifact.path, root / target.platform / label /

@@ -107,20 +107,29 @@ class Runner(ABC):
     def tensors(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every intermediate tensor the runtime computes for ``feeds`` (one input), by the
         runtime's own tensor names, as float32 in the runtime's own layout (integer tensors
-        dequantized with their own scale and zero point); the batch is run in ``max_batch``
-        chunks and concatenated. :meth:`Target.join_tensors` names them in ONNX terms."""
+        dequantized with their own scale and zero point). The batch runs ``max_batch`` samples
+        at a time (one when the runtime takes any) into arrays allocated once: every layer's
+        tensor is held, so memory, not speed, decides. :meth:`Target.join_tensors` names them
+        in ONNX terms."""
         self._require_active()
         (name, value), = feeds.items()
         value = np.asarray(value)
-        step = self.max_batch or len(value)
-        parts: dict[str, list[np.ndarray]] = {}
-        chunks = range(0, len(value), step)
-        for start in chunks:
-            for key, tensor in self.tensors_impl({name: value[start:start + step]}).items():
-                parts.setdefault(key, []).append(np.asarray(tensor, np.float32))
-        # a tensor missing from a chunk (a runtime that freed it) is not a whole-batch value
-        return {key: np.concatenate(v, axis=0) for key, v in parts.items()
-                if len(v) == len(chunks)}
+        step = self.max_batch or 1
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(value), step):
+            chunk = value[start:start + step]
+            got = self.tensors_impl({name: chunk})
+            if start == 0:      # the activations: one row per sample (not a weight's tensor)
+                out = {key: np.empty((len(value), *np.shape(t)[1:]), np.float32)
+                       for key, t in got.items() if np.ndim(t) >= 1 and len(t) == len(chunk)}
+            for key in list(out):
+                tensor = got.get(key)
+                # a tensor missing from a chunk (a runtime that freed it) is not a batch's value
+                if tensor is None or np.shape(tensor) != (len(chunk), *out[key].shape[1:]):
+                    del out[key]
+                    continue
+                out[key][start:start + len(chunk)] = tensor
+        return out
 
     # -- backend hooks -------------------------------------------------------------------------
     def tensors_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserInputError
-from pipeline.localise.locate import localise
+from pipeline.localise.locate import layer_tolerance_of, localise
+from pipeline.localise.memo import memo_key, recall, remember
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,21 @@ def needs_localisation(node: dict[str, Any]) -> bool:
 
 
 def localise_failures(report: dict[str, Any], threads: int = 1) -> None:
-    """Add ``localisation`` to each failed node of ``report`` (in place)."""
+    """Add ``localisation`` to each failed node of ``report`` (in place); a record made for
+    the same inputs by an earlier run is reused (pipeline.localise.memo)."""
+    cache_dir = Path(report["run"]["cache_dir"])
     for node in report["nodes"]:
         if not needs_localisation(node):
             continue
         try:
-            node["localisation"] = localise(report, node, Path(node["artifact"]["path"]),
-                                            threads)
+            key = memo_key(report, node,
+                           layer_tolerance_of(report, node["precision"]).model_dump())
+            record = recall(cache_dir, key)
+            if record is None:
+                record = localise(report, node, Path(node["artifact"]["path"]), threads)
+                remember(cache_dir, key, record)
+            record.pop("memo_key", None)
+            node["localisation"] = record
         except UserInputError as exc:
             log.warning("%s: not localised: %s", node["name"], exc)
             node["localisation"] = {"error": str(exc)}

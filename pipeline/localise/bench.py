@@ -46,10 +46,30 @@ def one(kind: str, artifact: Path, run_dir: Path, node: str) -> dict[str, Any]:
 
 
 def _spawn(kind: str, artifact: str, run_dir: Path, node: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", __name__, "--one", kind, "--artifact", artifact,
-                          "--run", str(run_dir), "--node", node],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "pipeline.localise.bench", "--one", kind,
+                          "--artifact", artifact, "--run", str(run_dir), "--node", node],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} {artifact} failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+
+
+def _named_copy(node: dict[str, Any], folder: Path) -> str:
+    """The artifact with its file suffix: a failed node's artifact is a cache object (no
+    suffix), which ``verify`` does not take."""
+    import shutil
+
+    path = Path(node["artifact"]["path"])
+    if path.suffix:
+        return str(path)
+    copy = folder / f"{node['name'].replace(':', '_')}{SUFFIXES[node['target']]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not copy.exists():
+        (shutil.copytree if path.is_dir() else shutil.copyfile)(path, copy)
+    return str(copy)
 
 
 def measure(settings: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -67,10 +87,10 @@ def measure(settings: dict[str, Any], root: Path) -> dict[str, Any]:
         if node["name"] not in NODES or not node.get("artifact"):
             continue
         runs: dict[str, list[dict[str, Any]]] = {"verify": [], "localise": []}
+        artifact = _named_copy(node, root / "named")
         for _ in range(REPEATS):             # alternately: drift hits both alike
             for kind in runs:
-                runs[kind].append(_spawn(kind, node["artifact"]["path"], outcome.out_dir,
-                                         node["name"]))
+                runs[kind].append(_spawn(kind, artifact, outcome.out_dir, node["name"]))
         figures = {kind: {"median_s": statistics.median(r["seconds"] for r in rs),
                           "child_peak_rss_mib": max(r["child_peak_rss_mib"] for r in rs)}
                    for kind, rs in runs.items()}

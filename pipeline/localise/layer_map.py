@@ -31,7 +31,7 @@ class Layer:
     onnx_node: str
     op_type: str
     module: str          # torch module path that owns the FX node ('' for the model's forward)
-    fx_node: str         # FX node of the fused program whose value this tensor is
+    fx_node: str         # FX node of the exporter's program whose value this tensor is
     inputs: list[str]    # the nearest layer tensors (or graph inputs) this one is computed from
 
 

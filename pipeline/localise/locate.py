@@ -1,8 +1,8 @@
 """Find what a localisation needs in a finished run, and run it in a child process.
 
-Everything comes from the run's report and its cache, read-only and by digest: the fused
-program (the ``fuse`` node's artifact), the layer map (``export_onnx``'s ``info.layer_map``),
-the reference inputs. The artifact itself runs in a child (pipeline.isolate), so a file that
+Everything comes from the run's report and its cache, read-only and by digest: the layer map
+and the program the exporter translated (``export_onnx``'s ``info.layer_map``), the reference
+inputs. The artifact itself runs in a child (pipeline.isolate), so a file that
 crashes or hangs a runtime becomes one clear error line.
 """
 from __future__ import annotations
@@ -34,12 +34,12 @@ def _cached(cache: Cache, digest: Any, kind: str, what: str) -> Path:
 
 
 def localisation_inputs(report: dict[str, Any]) -> dict[str, Path]:
-    """The run's fused program, layer map and reference, checked by digest."""
+    """The run's exporter program, layer map and reference, checked by digest."""
     cache = Cache(Path(report["run"]["cache_dir"]))
-    fuse, export = _node(report, "fuse"), _node(report, "export_onnx")
+    export = _node(report, "export_onnx")
     layer_map = ((export or {}).get("info") or {}).get("layer_map") or {}
-    return {"program": _cached(cache, ((fuse or {}).get("artifact") or {}).get("sha256"),
-                               "pt2", "fused program"),
+    return {"program": _cached(cache, layer_map.get("program_sha256"), "pt2",
+                               "exporter's program"),
             "layer_map": _cached(cache, layer_map.get("sha256"), "layer_map", "layer map"),
             "reference": _cached(cache, (report["run"].get("reference") or {}).get("sha256"),
                                  "reference", "reference")}

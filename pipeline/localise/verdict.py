@@ -47,24 +47,28 @@ FLAT = 1e-3
 
 
 def layer_metrics(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
-    """(max |error| / reference range, min over samples of the centred cosine)."""
-    r = np.asarray(ref, np.float64).reshape(len(ref), -1)
-    c = np.asarray(cand, np.float64).reshape(len(cand), -1)
-    if not np.isfinite(c).all():
-        return float("inf"), -1.0
-    if not r.size:
+    """(max |error| / reference range, min over samples of the centred cosine), in float64
+    one sample at a time (a layer of a full-size model holds tens of MB per sample)."""
+    if not len(ref) or not np.size(ref):
         return 0.0, 1.0
-    magnitude = float(np.abs(r).max())
-    scale = max(float(r.max() - r.min()), FLAT * magnitude)
-    error = float(np.abs(c - r).max())
+    if not np.isfinite(cand).all():
+        return float("inf"), -1.0
+    magnitude = float(np.abs(ref).max())
+    scale = max(float(ref.max()) - float(ref.min()), FLAT * magnitude)
+    flat = FLAT * magnitude * np.sqrt(np.size(ref[0]))
+    error, cosines = 0.0, []
+    for r_sample, c_sample in zip(ref, cand):
+        r = np.asarray(r_sample, np.float64).ravel()
+        c = np.asarray(c_sample, np.float64).ravel()
+        error = max(error, float(np.abs(c - r).max()))
+        rc, cc = r - r.mean(), c - c.mean()
+        rn, cn = float(np.linalg.norm(rc)), float(np.linalg.norm(cc))
+        if rn <= flat and cn <= flat:
+            cosines.append(1.0)             # both constant: the centred cosine is noise
+        else:
+            cosines.append(float(rc @ cc) / (rn * cn) if rn * cn > 0 else 0.0)
     max_rel = error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
-    rc, cc = r - r.mean(axis=1, keepdims=True), c - c.mean(axis=1, keepdims=True)
-    rn, cn = np.linalg.norm(rc, axis=1), np.linalg.norm(cc, axis=1)
-    flat = FLAT * magnitude * np.sqrt(r.shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(rn * cn > 0, (rc * cc).sum(axis=1) / np.where(rn * cn > 0, rn * cn, 1), 0.0)
-    cos = np.where((rn <= flat) & (cn <= flat), 1.0, cos)
-    return max_rel, float(cos.min())
+    return max_rel, min(cosines)
 
 
 def _within(max_rel: float, cosine: float, tol: LayerTolerance) -> bool:

@@ -24,7 +24,7 @@ from pipeline.artifact import sha256_file
 from pipeline.graph import OutputFile, Stage, StageOutput
 from pipeline.localise.layer_map import build_layer_map
 from pipeline.onnx_graph import name_batch_dim, op_counts, strip_metadata
-from pipeline.program import load_program, no_stack_traces
+from pipeline.program import load_program, no_stack_traces, save_program
 from pipeline.reference import Reference
 from pipeline.verify import check_node
 from targets.base import file_runner
@@ -35,11 +35,18 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
 
+#: what export_to_onnx writes for localisation (pipeline.localise) into its ``localisation``
+#: folder: the layer map, and the program as the exporter translated it (decomposed), whose
+#: nodes the layer map names
+LAYER_MAP_FILE, EXPORTER_PROGRAM_FILE = "layer_map.json", "exporter_program.pt2"
+
+
 def export_to_onnx(program_path: Path, out_path: Path, opset: int,
-                   layer_map_path: Path | None = None) -> dict[str, Any]:
+                   localisation: Path | None = None) -> dict[str, Any]:
     """Export, simplify, strip and check; returns facts about the graph for the record.
-    With ``layer_map_path``, the run's layer map (pipeline.localise.layer_map) is written there
-    from the exporter's name scopes, which stripping removes from the model itself."""
+    With ``localisation`` (a folder), the run's layer map is written there from the exporter's
+    name scopes (which stripping removes from the model itself), beside the decomposed program
+    the exporter translated (so that localising never decomposes again: seconds per run)."""
     import onnxsim
     import torch
 
@@ -60,11 +67,13 @@ def export_to_onnx(program_path: Path, out_path: Path, opset: int,
     onnx.checker.check_model(model, full_check=True)
     out_path.write_bytes(model.SerializeToString(deterministic=True))
     facts: dict[str, Any] = {}
-    if layer_map_path is not None:
+    if localisation is not None:
         layers = build_layer_map(exported, model)
-        layers.save(layer_map_path)
-        facts["layer_map"] = {"sha256": sha256_file(layer_map_path), "layers": len(layers.layers),
-                              "unjoined": len(layers.unjoined)}
+        layers.save(localisation / LAYER_MAP_FILE)
+        save_program(onnx_program.exported_program, localisation / EXPORTER_PROGRAM_FILE)
+        facts["layer_map"] = {"sha256": sha256_file(localisation / LAYER_MAP_FILE),
+                              "program_sha256": sha256_file(localisation / EXPORTER_PROGRAM_FILE),
+                              "layers": len(layers.layers), "unjoined": len(layers.unjoined)}
     return {**facts, "exporter": f"torch.onnx dynamo (torch {torch.__version__})", "opset": opset,
             "ops_exported": exported_ops, "ops": op_counts(model),
             "nodes": len(model.graph.node), "simplifier": f"onnxsim {onnxsim.__version__}"}
@@ -72,10 +81,11 @@ def export_to_onnx(program_path: Path, out_path: Path, opset: int,
 
 class ExportOnnxStage(Stage):
     stage = "export_onnx"
-    version = 2   # 2: the layer map (pipeline.localise) is an output too
+    version = 2   # 2: the layer map and the exporter's program (pipeline.localise) too
     tools = ("torch", "onnx", "onnxscript", "onnxsim", "onnxruntime")
     inputs = ("fused_program", "reference")
-    outputs = ("onnx", "layer_map")
+    outputs = ("onnx", "layer_map", "exporter_program")
+    unpublished = ("exporter_program",)      # kept in the cache for localisation only
     target = "onnx"
 
     def __init__(self, ctx: RunContext) -> None:
@@ -87,10 +97,11 @@ class ExportOnnxStage(Stage):
     def run(self, inputs: dict[str, Artifact], workdir: Path) -> StageOutput:
         c = self.ctx.config
         path = workdir / "model.onnx"
-        layer_map = workdir / "layer_map.json"
-        info = export_to_onnx(inputs["fused_program"].path, path, c.opset, layer_map)
+        info = export_to_onnx(inputs["fused_program"].path, path, c.opset, workdir)
         record = check_node(file_runner(path, c.threads), Reference.load(inputs["reference"].path),
                             self.ctx.tolerance("fp32"), c.bench).to_record()
         record["info"] = info
         return StageOutput({"onnx": OutputFile(path, "onnx", {"opset": c.opset}),
-                            "layer_map": OutputFile(layer_map, "layer_map")}, record)
+                            "layer_map": OutputFile(workdir / LAYER_MAP_FILE, "layer_map"),
+                            "exporter_program": OutputFile(workdir / EXPORTER_PROGRAM_FILE,
+                                                           "pt2")}, record)

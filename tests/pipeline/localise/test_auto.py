@@ -28,3 +28,29 @@ def test_a_failed_node_is_localised_in_every_report(tiny_settings, tmp_path) -> 
     assert f"first divergent layer: **{first['torch_module']}**" in markdown
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Where each failed node starts to drift" in html and "1 − centred cosine" in html
+
+
+def test_a_rerun_reuses_the_localisation_and_a_damaged_record_is_recomputed(
+        tiny_settings, tmp_path, monkeypatch) -> None:
+    from pipeline.localise import auto
+
+    config = PipelineConfig.model_validate({
+        **tiny_settings, "artifacts_dir": tmp_path / "artifacts", "out": tmp_path / "report",
+        "precisions": ["fp32", "int8"], "tolerances": {"int8": {"min_cosine": 0.9999999}}})
+    first = execute(config)
+    record = next(n for n in first.report["nodes"] if n["name"] == "onnx:int8")["localisation"]
+    stored = list((tmp_path / "artifacts" / "cache" / "localise").glob("*.json"))
+    assert len(stored) == 1 and "memo_key" not in record
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("localised again although nothing changed")
+
+    monkeypatch.setattr(auto, "localise", refuse)
+    again = execute(config)
+    assert next(n for n in again.report["nodes"]
+                if n["name"] == "onnx:int8")["localisation"] == record
+    stored[0].write_text('{"memo_key": "crafted", "curve": []}')
+    monkeypatch.undo()
+    third = execute(config)
+    assert next(n for n in third.report["nodes"]
+                if n["name"] == "onnx:int8")["localisation"]["curve"] == record["curve"]
