@@ -169,6 +169,7 @@ def localisation_record(errors: list[LayerError], skipped: list[dict[str, str]],
             "first_divergent": _entry(first, tol) if first else None,
             "top": [_entry(e) for e in top[:TOP]],
             "curve": [{"torch_module": e.torch_module, "onnx_tensor": e.onnx_tensor,
+                       "target_tensor": e.target_tensor,
                        "max_rel": _json_number(e.max_rel), "cosine": _json_number(e.cosine)}
                       for e in errors],
             "not_compared": skipped}

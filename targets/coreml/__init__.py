@@ -135,14 +135,18 @@ class CoremlTarget(Target):
         return mlpackage.artifact_digest(path)
 
     def join_tensors(self, tensors, layers, info):
-        """The torch frontend names each MIL variable after the FX node it translates; a
-        precision pass appends ``_cast_fp16`` to the ones it recomputes in fp16."""
+        """The torch frontend names each MIL variable after the FX node it translates (of the
+        fused program, not decomposed: ``adaptive_avg_pool2d`` where the exporter's is
+        ``mean``, which then has no join); a precision pass appends ``_cast_fp16`` to the ones
+        it recomputes in fp16."""
         import re
 
-        by_fx = layers.by_fx_node()
+        by_fx, by_tensor = layers.by_fx_node(), layers.by_tensor()
         joined = {}
         for var, value in tensors.items():
-            layer = by_fx.get(var) or by_fx.get(re.sub(r"_cast_fp(16|32)$", "", var))
+            # the program's outputs carry the model's output names, as in the ONNX graph
+            layer = by_fx.get(var) or by_fx.get(re.sub(r"_cast_fp(16|32)$", "", var)) \
+                or by_tensor.get(var)
             if layer is not None:
                 joined.setdefault(layer.tensor, (var, value))
         return joined
