@@ -78,10 +78,12 @@ def corrupt_mlpackage(source: Path, dest: Path, fx_node: str) -> None:
 @pytest.fixture(scope="session")
 def corrupt():
     """The fault seeders: ``corrupt.onnx(src, dst, onnx_node)``, ``corrupt.tflite(src, dst,
-    tf_name)``, ``corrupt.mlpackage(src, dst, fx_node)``."""
+    tf_name)``, ``corrupt.mlpackage(src, dst, fx_node)``, ``corrupt.mlpackage_int8(src, dst,
+    mil_conv)``."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(onnx=corrupt_onnx, tflite=corrupt_tflite, mlpackage=corrupt_mlpackage)
+    return SimpleNamespace(onnx=corrupt_onnx, tflite=corrupt_tflite, mlpackage=corrupt_mlpackage,
+                           mlpackage_int8=corrupt_mlpackage_int8)
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +100,30 @@ def localise_run(trained_tiny, tiny_settings, tmp_path_factory):
         "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"]})
     outcome = execute(config)
     return {"run_dir": root / "report", "report": outcome.report, "root": root}
+
+
+def corrupt_mlpackage_int8(source: Path, dest: Path, mil_conv: str) -> None:
+    """The int8 weights of the MIL conv named ``mil_conv`` (a constexpr's quantized blob in
+    weight.bin, read from the program itself), negated."""
+    import struct
+
+    from targets.coreml.mlpackage import blob_file, load_spec
+
+    shutil.copytree(source, dest)
+    spec, layout = load_spec(dest)
+    function = spec.mlProgram.functions["main"]
+    ops = list(function.block_specializations[function.opset].operations)
+    conv = next(op for op in ops if op.type == "conv" and op.outputs[0].name == mil_conv)
+    weight = conv.inputs["weight"].arguments[0].name
+    producer = next(op for op in ops if op.outputs and op.outputs[0].name == weight)
+    values = list(producer.attributes.values()) + [
+        b.value for arg in producer.inputs.values() for b in arg.arguments
+        if b.WhichOneof("binding") == "value"]
+    blobs = [v.blobFileValue for v in values if v.WhichOneof("value") == "blobFileValue"]
+    blob = max(blobs, key=lambda b: b.offset) if len(blobs) > 1 else blobs[0]
+    path = blob_file(layout, blob.fileName)
+    data = bytearray(path.read_bytes())
+    _sentinel, _dtype, size, offset = struct.unpack_from("<IIQQ", data, blob.offset)
+    quantized = np.frombuffer(bytes(data[offset:offset + size]), dtype=np.int8)
+    data[offset:offset + size] = _negated(quantized).tobytes()
+    path.write_bytes(bytes(data))

@@ -40,7 +40,7 @@ def _seeded_layer(report: dict):
 
 
 @pytest.mark.parametrize("name", ["export_onnx", "onnx:int8", "tflite:fp32", "tflite:int8",
-                                  "coreml:fp32"])
+                                  "coreml:fp32", "coreml:int8"])
 def test_an_intact_artifact_names_no_layer(localise_run, name) -> None:
     record = localise_artifact(_artifact(localise_run["report"], name), localise_run["run_dir"],
                                node_name=name)
@@ -85,3 +85,14 @@ def test_the_mil_evaluator_names_the_seeded_layer(localise_run, corrupt, tmp_pat
     record = localise_artifact(bad, localise_run["run_dir"], node_name="coreml:fp32")
     assert record["first_divergent"]["torch_module"] == SEEDED
     assert record["first_divergent"]["target_tensor"] == layer.fx_node
+
+
+def test_the_mil_evaluator_names_the_seeded_layer_of_an_int8_package(localise_run, corrupt,
+                                                                     tmp_path) -> None:
+    report = localise_run["report"]
+    layer = _seeded_layer(report)
+    bad = tmp_path / "bad_int8.mlpackage"
+    corrupt.mlpackage_int8(_artifact(report, "coreml:int8"), bad, f"{layer.fx_node}_cast_fp16")
+    record = localise_artifact(bad, localise_run["run_dir"], node_name="coreml:int8")
+    assert record["first_divergent"]["torch_module"] == SEEDED
+    assert record["precision"] == "int8"
