@@ -20,6 +20,7 @@ from pipeline.plan import build_graph, preflight, requested_targets
 from pipeline.publish import publish
 from pipeline.report.merge import merge, previous_report, stamp
 from pipeline.localise.auto import localise_failures
+from pipeline.localise.run_map import write_run_layer_map
 from pipeline.report.nodes import exit_code_for, node_json, unavailable_node
 from pipeline.report.writer import write_report
 
@@ -93,5 +94,8 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
         localise_failures(report, config.threads)
     report["exit_code"] = exit_code_for(nodes)
     previous = previous_report(out_dir)
-    rendered = write_report(merge(stamp(report), previous), out_dir, previous)
+    merged = merge(stamp(report), previous)
+    rendered = write_report(merged, out_dir, previous)
+    if not ctx.source.is_onnx:
+        write_run_layer_map(merged, out_dir)
     return RunOutcome(report, out_dir, report["exit_code"], rendered, dict(published))

@@ -215,13 +215,27 @@ class Target(ABC):
         keeps the ONNX tensor names (ONNX Runtime, TensorRT's ONNX parser); in a Q/DQ model a
         layer is read by the next one through ``<name>_DequantizeLinear_Output``
         (onnxruntime.quantization's naming): what the int8 model computes, rounding included."""
-        joined = {}
+        names = self.names_in(list(tensors), layers)
+        return {onnx: (name, tensors[name]) for onnx, name in names.items()}
+
+    @staticmethod
+    def names_in(available: list[str], layers: "object") -> dict[str, str]:
+        """ONNX layer tensor -> the available tensor holding it, by ONNX name (the Q/DQ
+        ``<name>_DequantizeLinear_Output`` first)."""
+        present = set(available)
+        found = {}
         for layer in layers.layers:  # type: ignore[attr-defined]
             for name in (f"{layer.tensor}_DequantizeLinear_Output", layer.tensor):
-                if name in tensors:
-                    joined[layer.tensor] = (name, tensors[name])
+                if name in present:
+                    found[layer.tensor] = name
                     break
-        return joined
+        return found
+
+    def tensor_names(self, path: "object", layers: "object", info: dict) -> dict[str, str]:
+        """ONNX layer tensor -> the name of the artifact's tensor holding it, read from the
+        artifact without running it (the run's layer map in every naming). Default: the ONNX
+        names, as TensorRT's ONNX parser keeps them (an engine is not readable without it)."""
+        return {layer.tensor: layer.tensor for layer in layers.layers}  # type: ignore
 
     def intermediates_runner(self, path: "object", threads: int, info: dict,
                              source: "object") -> Runner:

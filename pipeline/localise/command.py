@@ -19,13 +19,14 @@ def localise_artifact(artifact: Path, run_dir: Path, node_name: str | None = Non
     if artifact.suffix == ".pt2":
         raise UserInputError(f"{artifact.name}: a .pt2 is the reference side; localise takes "
                              "a converted artifact (.onnx, .tflite, .mlpackage, .engine)")
-    check_suffix(artifact)
     report = read_report(run_dir)
     if node_name is not None:
         node = next((n for n in report["nodes"] if n.get("name") == node_name), None)
         if node is None:
             names = [n.get("name") for n in report["nodes"]]
             raise UserInputError(f"the run has no node '{node_name}'; it has {names}")
-    else:
+    else:       # a failed node's artifact stays a cache object (no suffix): found by digest
         node = node_for(report, recorded_digest(artifact))
+    if node is None or artifact.suffix:
+        check_suffix(artifact)
     return localise(report, node, artifact, threads)

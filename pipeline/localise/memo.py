@@ -41,8 +41,10 @@ def _path(cache_dir: Path, key: str) -> Path:
     return contained(folder, folder / f"{key}.json")
 
 
-def recall(cache_dir: Path, key: str) -> dict[str, Any] | None:
-    """The stored record, or None when there is none or it is not one we wrote."""
+def recall(cache_dir: Path, key: str, fields: tuple[str, ...] = ("curve", "first_divergent")
+           ) -> dict[str, Any] | None:
+    """The stored record, or None when there is none, it lacks one of ``fields`` or it is
+    not one we wrote."""
     try:
         path = _path(cache_dir, key)
         if not path.is_file() or path.stat().st_size > MAX_BYTES:
@@ -51,7 +53,7 @@ def recall(cache_dir: Path, key: str) -> dict[str, Any] | None:
     except (OSError, ValueError, PathOutsideRoot):
         return None
     if not isinstance(record, dict) or record.get("memo_key") != key or \
-            not isinstance(record.get("curve"), list) or "first_divergent" not in record:
+            any(name not in record for name in fields):
         return None
     return record
 

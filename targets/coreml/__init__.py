@@ -135,18 +135,31 @@ class CoremlTarget(Target):
         return mlpackage.artifact_digest(path)
 
     def join_tensors(self, tensors, layers, info):
+        names = self._names(list(tensors), layers)
+        return {onnx: (var, tensors[var]) for onnx, var in names.items()}
+
+    def tensor_names(self, path, layers, info):
+        from targets.coreml import mlpackage
+        from targets.coreml.mil import MilEvaluator
+
+        with mlpackage.opened(Path(path)) as folder:
+            evaluator = MilEvaluator(folder)
+            return self._names([var for op in evaluator.ops for var, _ in op.outputs], layers)
+
+    @staticmethod
+    def _names(variables: list[str], layers: Any) -> dict[str, str]:
         """The torch frontend names each MIL variable after the FX node it translates (of the
         fused program, not decomposed: ``adaptive_avg_pool2d`` where the exporter's is
         ``mean``, which then has no join); a precision pass appends ``_cast_fp16`` to the ones
-        it recomputes in fp16."""
+        it recomputes in fp16; the program's outputs carry the model's output names, as in the
+        ONNX graph."""
         import re
 
         by_fx, by_tensor = layers.by_fx_node(), layers.by_tensor()
-        joined = {}
-        for var, value in tensors.items():
-            # the program's outputs carry the model's output names, as in the ONNX graph
+        joined: dict[str, str] = {}
+        for var in variables:
             layer = by_fx.get(var) or by_fx.get(re.sub(r"_cast_fp(16|32)$", "", var)) \
                 or by_tensor.get(var)
             if layer is not None:
-                joined.setdefault(layer.tensor, (var, value))
+                joined.setdefault(layer.tensor, var)
         return joined

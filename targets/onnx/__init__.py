@@ -37,3 +37,9 @@ class OnnxTarget(Target):
 
     def runner(self, path: Path, threads: int) -> Runner:
         return OrtRunner(path, threads)
+
+    def tensor_names(self, path, layers, info):
+        from pipeline.onnx_guard import check_onnx_file
+
+        model = check_onnx_file(Path(path))
+        return self.names_in([name for node in model.graph.node for name in node.output], layers)

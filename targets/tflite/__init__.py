@@ -60,3 +60,9 @@ class TfliteTarget(Target):
         from targets.tflite.tensor_join import join_tflite
 
         return join_tflite(tensors, layers, info)
+
+    def tensor_names(self, path, layers, info):
+        from targets.tflite.tensor_join import op_output_names, tflite_names
+
+        return {onnx: name for onnx, (name, _) in
+                tflite_names(op_output_names(path), layers, info).items()}

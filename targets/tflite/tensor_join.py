@@ -42,9 +42,9 @@ def recorded_tensor_names(module: Any) -> Iterator[dict[str, list[Any]]]:
         module.get_tf_model_outputs = outputs_of
 
 
-def join_tflite(tensors: dict[str, np.ndarray], layers: Any,
-                info: dict[str, Any]) -> dict[str, tuple[str, np.ndarray]]:
-    """ONNX layer tensor -> (TFLite tensor name, value in NCHW)."""
+def tflite_names(tflite_tensors: list[str], layers: Any,
+                 info: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """ONNX layer tensor -> (the TFLite tensor holding its value, NHWC?), from names alone."""
     names = info.get("tensor_names")
     if not isinstance(names, dict) or not names:
         raise IntermediatesUnavailable(
@@ -55,8 +55,8 @@ def join_tflite(tensors: dict[str, np.ndarray], layers: Any,
         if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
             by_tf.setdefault(entry[0], (str(onnx_name), bool(entry[1])))
     order = {layer.tensor: i for i, layer in enumerate(layers.layers)}
-    joined: dict[str, tuple[str, np.ndarray]] = {}
-    for tflite_name, value in tensors.items():
+    joined: dict[str, tuple[str, bool]] = {}
+    for tflite_name in tflite_tensors:
         parts = tflite_name.split(";")
         hits = [by_tf.get(part) or by_tf.get(_MODEL_PREFIX.sub("", part, count=1))
                 for part in parts]
@@ -67,10 +67,28 @@ def join_tflite(tensors: dict[str, np.ndarray], layers: Any,
                for hit, part in zip(hits, parts)):
             continue
         carried = [hit for hit in hits if hit is not None and hit[0] in order]
-        if not carried:
-            continue
-        onnx_name, nhwc = max(carried, key=lambda c: order[c[0]])
-        if nhwc and value.ndim == 4:
-            value = value.transpose(0, 3, 1, 2)
-        joined.setdefault(onnx_name, (tflite_name, value))
+        if carried:
+            onnx_name, nhwc = max(carried, key=lambda c: order[c[0]])
+            joined.setdefault(onnx_name, (tflite_name, nhwc))
     return joined
+
+
+def join_tflite(tensors: dict[str, np.ndarray], layers: Any,
+                info: dict[str, Any]) -> dict[str, tuple[str, np.ndarray]]:
+    """ONNX layer tensor -> (TFLite tensor name, value in NCHW)."""
+    joined = {}
+    for onnx_name, (tflite_name, nhwc) in tflite_names(list(tensors), layers, info).items():
+        value = tensors[tflite_name]
+        joined[onnx_name] = (tflite_name, value.transpose(0, 3, 1, 2)
+                             if nhwc and value.ndim == 4 else value)
+    return joined
+
+
+def op_output_names(path: Any) -> list[str]:
+    """The names of a .tflite's op outputs, read without running it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    details = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    return [details[i] for op in interpreter._get_ops_details() for i in op["outputs"]
+            if i in details]

@@ -28,6 +28,13 @@ def test_a_failed_node_is_localised_in_every_report(tiny_settings, tmp_path) -> 
     assert f"first divergent layer: **{first['torch_module']}**" in markdown
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Where each failed node starts to drift" in html and "1 − centred cosine" in html
+    # the failed node's artifact is a cache object with no suffix: found by its digest
+    from pathlib import Path
+
+    from pipeline.localise.command import localise_artifact
+
+    again = localise_artifact(Path(nodes["onnx:int8"]["artifact"]["path"]), tmp_path / "report")
+    assert again["node"] == "onnx:int8" and again["curve"] == record["curve"]
 
 
 def test_a_rerun_reuses_the_localisation_and_a_damaged_record_is_recomputed(

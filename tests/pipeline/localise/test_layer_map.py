@@ -136,3 +136,23 @@ def test_a_layer_map_of_the_wrong_shape_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="wrong shape"):
         LayerMap.from_json({"schema": 1, "graph_inputs": ["input"], "layers": [{"tensor": 1}],
                             "unjoined": []})
+
+
+def test_the_run_writes_its_layer_map_in_every_naming(v3_run) -> None:
+    """layer_map.json beside the report: per layer the tensor it became in each artifact."""
+    outcome, layers = v3_run
+    written = json.loads((outcome.out_dir / "layer_map.json").read_text())
+    assert [row["onnx_tensor"] for row in written["layers"]] == [l.tensor for l in layers.layers]
+    assert {n["name"] for n in written["nodes"]} == {"export_onnx", "tflite:fp32", "coreml:fp32"}
+    rows = {row["onnx_tensor"]: row for row in written["layers"]}
+    assert all(row["targets"]["export_onnx"] == name for name, row in rows.items())
+    relu6_fused = [row["targets"]["tflite:fp32"] for row in written["layers"]
+                   if row["targets"]["tflite:fp32"] and ";" in row["targets"]["tflite:fp32"]]
+    assert relu6_fused, "TFLite's fused kernels carry several TF names"
+    assert sum(row["targets"]["coreml:fp32"] == row["fx_node"] for row in rows.values()) \
+        >= 0.9 * len(rows)
+    before = (outcome.out_dir / "layer_map.json").read_bytes()
+    from pipeline.localise.run_map import write_run_layer_map
+
+    write_run_layer_map(outcome.report, outcome.out_dir)   # from the remembered names
+    assert (outcome.out_dir / "layer_map.json").read_bytes() == before
