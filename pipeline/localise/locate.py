@@ -33,14 +33,23 @@ def _cached(cache: Cache, digest: Any, kind: str, what: str) -> Path:
                              "pipeline to recreate it") from None
 
 
+def layer_map_path(report: dict[str, Any]) -> Path:
+    """The run's layer map, checked by digest."""
+    return _cached(Cache(Path(report["run"]["cache_dir"])), _layer_map_info(report).get("sha256"),
+                   "layer_map", "layer map")
+
+
+def _layer_map_info(report: dict[str, Any]) -> dict[str, Any]:
+    export = _node(report, "export_onnx")
+    return ((export or {}).get("info") or {}).get("layer_map") or {}
+
+
 def localisation_inputs(report: dict[str, Any]) -> dict[str, Path]:
     """The run's exporter program, layer map and reference, checked by digest."""
     cache = Cache(Path(report["run"]["cache_dir"]))
-    export = _node(report, "export_onnx")
-    layer_map = ((export or {}).get("info") or {}).get("layer_map") or {}
-    return {"program": _cached(cache, layer_map.get("program_sha256"), "pt2",
+    return {"program": _cached(cache, _layer_map_info(report).get("program_sha256"), "pt2",
                                "exporter's program"),
-            "layer_map": _cached(cache, layer_map.get("sha256"), "layer_map", "layer map"),
+            "layer_map": layer_map_path(report),
             "reference": _cached(cache, (report["run"].get("reference") or {}).get("sha256"),
                                  "reference", "reference")}
 

@@ -48,10 +48,10 @@ def _names_of(node: dict[str, Any], layers: LayerMap, layer_map_sha: str, cache_
 def run_layer_map(report: dict[str, Any]) -> dict[str, Any] | None:
     """The file's content for ``report``, or None when the run has no layer map (an ONNX
     input, a run from before localisation)."""
-    from pipeline.localise.locate import localisation_inputs
+    from pipeline.localise.locate import layer_map_path
 
     try:
-        layers = LayerMap.load(localisation_inputs(report)["layer_map"])
+        layers = LayerMap.load(layer_map_path(report))
     except Exception as exc:  # noqa: BLE001 - no layer map: nothing to write
         log.debug("no layer map: %s", exc)
         return None
