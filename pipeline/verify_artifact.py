@@ -8,8 +8,9 @@ file that crashes or hangs a runtime's native code becomes one clear error line 
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pipeline.artifact import sha256_file
 from pipeline.cache import Cache, CorruptEntry
@@ -54,14 +55,11 @@ def node_for(report: dict[str, Any], digest: str) -> dict[str, Any] | None:
     return None
 
 
-def check_in_child(artifact: str, reference: str, tolerance: dict[str, Any],
-                   threads: int) -> dict[str, Any]:
-    """Run ``artifact`` on the reference inputs and judge it (the child process's half)."""
-    path = Path(artifact)
-    ref = Reference.load(Path(reference))
+@contextlib.contextmanager
+def runtime_errors_as_user_input(path: Path) -> Iterator[None]:
+    """A runtime's refusal of a user's artifact as one UserInputError line naming it."""
     try:
-        with runner_for(path, threads) as runner:
-            outputs = run_outputs(runner, ref.inputs)
+        yield
     except UserInputError:
         raise
     except RuntimeLoadError as exc:
@@ -70,6 +68,16 @@ def check_in_child(artifact: str, reference: str, tolerance: dict[str, Any],
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
         raise UserInputError(f"{path.name} does not run on the run's inputs "
                              f"({type(exc).__name__}: {first}); is it this run's model?") from None
+
+
+def check_in_child(artifact: str, reference: str, tolerance: dict[str, Any],
+                   threads: int) -> dict[str, Any]:
+    """Run ``artifact`` on the reference inputs and judge it (the child process's half)."""
+    path = Path(artifact)
+    ref = Reference.load(Path(reference))
+    with runtime_errors_as_user_input(path):
+        with runner_for(path, threads) as runner:
+            outputs = run_outputs(runner, ref.inputs)
     result = judge(compare_outputs(ref.outputs, outputs), Tolerance.model_validate(tolerance),
                    len(ref.inputs))
     return result.to_json()

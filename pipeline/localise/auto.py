@@ -13,8 +13,11 @@ from pipeline.localise.memo import memo_key, recall, remember
 
 log = logging.getLogger(__name__)
 
+
 def needs_localisation(node: dict[str, Any]) -> bool:
-    return ((node.get("parity") or {}).get("verdict") == "fail" and node.get("status") in ("ran", "cached")
+    """A converted artifact that failed its gate (not a trunk stage's program)."""
+    return ((node.get("parity") or {}).get("verdict") == "fail"
+            and node.get("status") in ("ran", "cached")
             and bool((node.get("artifact") or {}).get("path"))
             and node.get("name") not in ("load", "trace", "fuse", "prune", "finetune"))
 

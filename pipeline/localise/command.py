@@ -1,4 +1,5 @@
-"""``localise`` on one file: find its node in the run, then localise it (pipeline.localise.locate)."""
+"""``localise`` on one file: find its node in the run, then localise it
+(pipeline.localise.locate)."""
 from __future__ import annotations
 
 from pathlib import Path

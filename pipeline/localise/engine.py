@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cache import Cache
 from pipeline.errors import UserInputError
 from pipeline.localise.layer_map import LayerMap
+from pipeline.localise.locate import cached_object
 from pipeline.localise.reference_values import capture_values
 from pipeline.localise.verdict import (LayerTolerance, compare_layers, localisation_record)
 from pipeline.reference import Reference
-from targets.base import (IntermediatesUnavailable, RuntimeLoadError, registered_targets,
-                          target_for_file)
+from pipeline.verify_artifact import runtime_errors_as_user_input
+from targets.base import IntermediatesUnavailable, registered_targets, target_for_file
 
 #: samples compared per layer: real images first (random inputs are not what int8 is judged on)
 SAMPLES = 8
@@ -34,20 +36,6 @@ def pick_samples(reference: Reference, limit: int = SAMPLES) -> np.ndarray:
         extra = reference.evaluation.inputs[: limit - len(chosen)]
         return np.concatenate([batch[chosen], extra]).astype(np.float32)
     return batch[chosen]
-
-
-def _cached(cache_dir: str | None, digest: str) -> Path:
-    """A cache object of the run, checked by digest (never evicted: this is a reader)."""
-    from pipeline.cache import Cache, CorruptEntry
-    from pipeline.files import PathOutsideRoot
-
-    if cache_dir is None:
-        raise UserInputError("the run's cache folder is not known; rerun the pipeline")
-    try:
-        return Cache(Path(cache_dir)).get(digest, "onnx", evict=False).path
-    except (CorruptEntry, PathOutsideRoot, ValueError) as exc:
-        raise UserInputError(f"an input of the artifact is not in the run's cache ({exc}); "
-                             "rerun the pipeline to recreate it") from None
 
 
 def localise_in_child(artifact: str, program: str, layer_map: str, reference: str,
@@ -67,22 +55,18 @@ def localise_in_child(artifact: str, program: str, layer_map: str, reference: st
     batch = pick_samples(Reference.load(Path(reference)))
     ref_values, _ = capture_values(Path(program), batch, {layer.fx_node for layer in layers.layers})
     reference_s = time.perf_counter() - started
+    cache = Cache(Path(cache_dir)) if cache_dir else None
+
+    def source(digest: str) -> Path:          # an engine's source ONNX, from the run's cache
+        if cache is None:
+            raise UserInputError("the run's cache folder is not known; rerun the pipeline")
+        return cached_object(cache, digest, "onnx", "engine's source ONNX")
+
     try:
-        runner = runtime_target.intermediates_runner(path, threads, info,
-                                                     lambda digest: _cached(cache_dir, digest))
-        with runner:
-            name = runner.input_names()[0]
-            values = runner.tensors({name: batch})
-            runtime = runner.runtime
-    except IntermediatesUnavailable as exc:
-        raise UserInputError(f"{path.name}: {exc}") from None
-    except RuntimeLoadError as exc:
-        raise UserInputError(f"{path.name}: {exc}; pass an artifact this tool wrote") from None
-    except (ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
-        raise UserInputError(f"{path.name} does not run on the run's inputs "
-                             f"({type(exc).__name__}: {first}); is it this run's model?") from None
-    try:
+        with runtime_errors_as_user_input(path):
+            with runtime_target.intermediates_runner(path, threads, info, source) as runner:
+                values = runner.tensors({runner.input_names()[0]: batch})
+                runtime = runner.runtime
         joined = runtime_target.join_tensors(values, layers, info)
     except IntermediatesUnavailable as exc:
         raise UserInputError(f"{path.name}: {exc}") from None

@@ -22,7 +22,8 @@ def _node(report: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((n for n in report["nodes"] if n.get("name") == name), None)
 
 
-def _cached(cache: Cache, digest: Any, kind: str, what: str) -> Path:
+def cached_object(cache: Cache, digest: Any, kind: str, what: str) -> Path:
+    """A cache object of the run, checked by digest, never evicted (a reader)."""
     if not isinstance(digest, str):
         raise UserInputError(f"the run records no {what}; rerun the pipeline (a run from "
                              "before localisation, or one that started from an ONNX file)")
@@ -35,8 +36,8 @@ def _cached(cache: Cache, digest: Any, kind: str, what: str) -> Path:
 
 def layer_map_path(report: dict[str, Any]) -> Path:
     """The run's layer map, checked by digest."""
-    return _cached(Cache(Path(report["run"]["cache_dir"])), _layer_map_info(report).get("sha256"),
-                   "layer_map", "layer map")
+    return cached_object(Cache(Path(report["run"]["cache_dir"])),
+                         _layer_map_info(report).get("sha256"), "layer_map", "layer map")
 
 
 def _layer_map_info(report: dict[str, Any]) -> dict[str, Any]:
@@ -47,11 +48,12 @@ def _layer_map_info(report: dict[str, Any]) -> dict[str, Any]:
 def localisation_inputs(report: dict[str, Any]) -> dict[str, Path]:
     """The run's exporter program, layer map and reference, checked by digest."""
     cache = Cache(Path(report["run"]["cache_dir"]))
-    return {"program": _cached(cache, _layer_map_info(report).get("program_sha256"), "pt2",
-                               "exporter's program"),
+    return {"program": cached_object(cache, _layer_map_info(report).get("program_sha256"),
+                                     "pt2", "exporter's program"),
             "layer_map": layer_map_path(report),
-            "reference": _cached(cache, (report["run"].get("reference") or {}).get("sha256"),
-                                 "reference", "reference")}
+            "reference": cached_object(cache,
+                                       (report["run"].get("reference") or {}).get("sha256"),
+                                       "reference", "reference")}
 
 
 def layer_tolerance_of(report: dict[str, Any], precision: str) -> LayerTolerance:

@@ -21,13 +21,16 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def memo_key(report: dict[str, Any], node: dict[str, Any], tolerance: dict[str, Any]) -> str:
-    """What a node's localisation depends on: its artifact, the run's program, layer map and
-    reference, the layer tolerance, the node's naming facts, the tool."""
+def memo_key(report: dict[str, Any], node: dict[str, Any], tolerance: dict[str, Any] | None,
+             purpose: str = "localisation") -> str:
+    """What a node's record for ``purpose`` (its localisation; its tensor names) depends on:
+    its artifact, the run's layer map (and program) and reference, the layer tolerance, the
+    node's naming facts, the tool."""
     by_name = {n.get("name"): n for n in report["nodes"]}
     export_info = (by_name.get("export_onnx") or {}).get("info") or {}
     return _digest({
-        "version": VERSION, "tool": __version__, "target": node.get("target"),
+        "version": VERSION, "purpose": purpose, "tool": __version__,
+        "target": node.get("target"),
         "artifact": (node.get("artifact") or {}).get("sha256"),
         "layer_map": export_info.get("layer_map"),
         "reference": (report["run"].get("reference") or {}).get("sha256"),

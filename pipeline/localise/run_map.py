@@ -8,7 +8,6 @@ cached rerun writes the same file without opening any artifact.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,15 +22,14 @@ log = logging.getLogger(__name__)
 RUN_MAP = "layer_map.json"
 
 
-def _names_of(node: dict[str, Any], layers: LayerMap, layer_map_sha: str, cache_dir: Path,
+def _names_of(node: dict[str, Any], layers: LayerMap, cache_dir: Path,
               report: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
     from targets.base import registered_targets
 
     target = registered_targets().get(node.get("target"))
     if target is None:
         return None, None
-    key = "names-" + memo_key(report, node, {"layer_map": layer_map_sha})
-    key = hashlib.sha256(key.encode()).hexdigest()
+    key = memo_key(report, node, None, purpose="names")
     stored = recall(cache_dir, key, ("names",))
     if stored is not None and isinstance(stored["names"], dict):
         return {str(k): str(v) for k, v in stored["names"].items()}, None
@@ -64,7 +62,7 @@ def run_layer_map(report: dict[str, Any]) -> dict[str, Any] | None:
         if node.get("status") not in ("ran", "cached") or not (node.get("artifact") or {}).get(
                 "path") or node.get("name") in ("load", "trace", "fuse"):
             continue
-        names, problem = _names_of(node, layers, layer_map_sha, cache_dir, report)
+        names, problem = _names_of(node, layers, cache_dir, report)
         if names is None and problem is None:
             continue
         nodes.append({"name": node["name"], "target": node["target"],

@@ -97,7 +97,11 @@ def localise_run(trained_tiny, tiny_settings, tmp_path_factory):
     config = PipelineConfig.model_validate({
         **tiny_settings, "artifacts_dir": root / "artifacts", "out": root / "report",
         "dataset": "digits", "weights": trained_tiny["weights"],
-        "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"]})
+        "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"],
+        # int8 layer noise depends on this CPU's int8 kernels and on what training produced:
+        # a limit far below it (a negated conv drives its output's cosine to <= 0) makes
+        # "an intact artifact names none" hold on any CPU, while every seeded fault still trips it
+        "layer_tolerances": {"int8": {"min_cosine": 0.5}}})
     outcome = execute(config)
     return {"run_dir": root / "report", "report": outcome.report, "root": root}
 
