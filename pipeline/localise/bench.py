@@ -54,18 +54,18 @@ def _spawn(kind: str, artifact: str, run_dir: Path, node: str) -> dict[str, Any]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
-
-
 def _named_copy(node: dict[str, Any], folder: Path) -> str:
     """The artifact with its file suffix: a failed node's artifact is a cache object (no
     suffix), which ``verify`` does not take."""
     import shutil
 
+    from targets.base import registered_targets
+
     path = Path(node["artifact"]["path"])
     if path.suffix:
         return str(path)
-    copy = folder / f"{node['name'].replace(':', '_')}{SUFFIXES[node['target']]}"
+    suffix = registered_targets()[node["target"]].suffixes[0]
+    copy = folder / f"{node['name'].replace(':', '_')}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
     if not copy.exists():
         (shutil.copytree if path.is_dir() else shutil.copyfile)(path, copy)
