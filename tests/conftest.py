@@ -11,11 +11,11 @@ import pytest
 #: leave the other worker idle at the end. Files not listed keep pytest's order after them.
 SLOW_FILES = {
     "tests/pipeline/localise/test_seeded_faults.py": 150,
+    "tests/pipeline/localise/test_mobilenet_v3.py": 140,
     "tests/targets/tflite/test_convert.py": 133,
     "tests/targets/coreml/test_target.py": 127,
     "tests/targets/test_conformance.py": 95,
     "tests/targets/onnx/test_quantize.py": 75,
-    "tests/pipeline/localise/test_layer_map.py": 70,
     "tests/pipeline/test_kill_rerun.py": 50,
     "tests/pipeline/test_api.py": 45,
     "tests/targets/tensorrt/test_target.py": 44,
@@ -27,6 +27,7 @@ SLOW_FILES = {
     "tests/targets/tensorrt/test_check.py": 34,
     "tests/pipeline/test_run.py": 33,
     "tests/pipeline/test_timings.py": 31,
+    "tests/pipeline/localise/test_layer_map.py": 30,
     "tests/pipeline/test_finetune.py": 28,
 }
 
@@ -80,21 +81,16 @@ def tiny_config(tmp_path: Path):
     return make
 
 
-@pytest.fixture(scope="session")
-def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny MobileNetV2 (α 0.35, 64 px, 10 classes) trained on the digits' train split by the
-    pipeline's own training loop, plus a folder of the calibration split's images. int8 parity
-    is only meaningful on trained weights."""
+def _trained_on_digits(spec, root: Path) -> dict:
+    """``spec`` built and trained on the digits' train split by the pipeline's own training
+    loop (4 epochs, seed 0, one thread): its safetensors file and held-out accuracy."""
     import torch
-    from PIL import Image
     from safetensors.torch import save_file
 
     from pipeline.data import digits_splits
     from pipeline.finetune import TrainConfig, accuracy, train
-    from pipeline.models.registry import ModelSpec, build, preprocessing_for
+    from pipeline.models.registry import build, preprocessing_for
 
-    root = tmp_path_factory.mktemp("trained")
-    spec = ModelSpec("mobilenet_v2", 0.35, 64, 10)
     prep = preprocessing_for(spec)
     splits = digits_splits(0)
     fit, held_out = splits["train"], splits["eval"]
@@ -111,13 +107,39 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
                      torch.from_numpy(held_out.labels))
     weights = root / "digits.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return {"weights": weights, "accuracy": value, "spec": spec}
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny MobileNetV2 (α 0.35, 64 px, 10 classes) trained on the digits' train split by the
+    pipeline's own training loop, plus a folder of the calibration split's images. int8 parity
+    is only meaningful on trained weights."""
+    from PIL import Image
+
+    from pipeline.data import digits_splits
+    from pipeline.models.registry import ModelSpec
+
+    root = tmp_path_factory.mktemp("trained")
+    trained = _trained_on_digits(ModelSpec("mobilenet_v2", 0.35, 64, 10), root)
     calib = root / "calib"
+    splits = digits_splits(0)
     for name, image, label in zip(splits["calib"].names, splits["calib"].images,
                                   splits["calib"].labels):
         folder = calib / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{name.replace(':', '_')}.png")
-    return {"weights": weights, "calib": calib, "accuracy": value, "spec": spec}
+    return {**trained, "calib": calib}
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_v3(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny MobileNetV3-Small (α 0.5, 64 px, 10 classes) trained like :func:`trained_tiny`:
+    residual adds, squeeze-excite and hard-swish with weights int8 can be judged on."""
+    from pipeline.models.registry import ModelSpec
+
+    return _trained_on_digits(ModelSpec("mobilenet_v3_small", 0.5, 64, 10),
+                              tmp_path_factory.mktemp("trained_v3"))
 
 
 @pytest.fixture(scope="session")

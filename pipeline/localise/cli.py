@@ -34,6 +34,10 @@ def print_localisation(record: dict[str, Any]) -> None:
                       f"{_number(first['error']['max_rel'], '.3g')} of the range, cosine "
                       f"{_number(first['error']['cosine'], '.5f')} (limit {first['limit']})",
                       highlight=False, soft_wrap=True)
+    if record.get("transient"):
+        console.print("over the tolerance but absorbed by the layers after them (transient): "
+                      + ", ".join(e["torch_module"] for e in record["transient"]),
+                      highlight=False, soft_wrap=True)
     table = Table("torch module", "ONNX tensor", "max err / range", "cosine", "error added")
     for row in record["top"][:TABLE_ROWS]:
         table.add_row(row["torch_module"], row["onnx_tensor"],

@@ -1,7 +1,11 @@
 """Per-layer errors against the reference and the verdict: the first layer that diverges.
 
 A layer *causes* a divergence when its error exceeds the layer tolerance while every layer it
-is computed from is within it; the layers after it only inherit the error. Metrics, per layer:
+is computed from is within it, and the error is carried on to the model's output (a chain of
+layers over the tolerance leads from it to a layer nothing reads); the layers after it only
+inherit the error. A layer over the tolerance whose consumers are back within it is
+*transient*: int8 noise in a squeeze-excite squeeze of eight values that the gate after it
+absorbs is not the model's fault, and is listed apart from the cause. Metrics, per layer:
 the largest absolute error as a fraction of the reference tensor's range (over all samples) and
 the cosine of the mean-centred tensors (per sample, the minimum), both in float64.
 """
@@ -137,13 +141,39 @@ def compare_layers(layer_map: LayerMap, reference: Mapping[str, np.ndarray],
     return errors, skipped
 
 
-def first_divergent(errors: list[LayerError]) -> LayerError | None:
-    """The first layer over its tolerance whose inputs are all within it."""
-    by_name = {e.onnx_tensor: e for e in errors}
+def carried_to_output(errors: list[LayerError]) -> set[str]:
+    """ONNX tensors of the layers over the tolerance from which a chain of layers over it
+    reaches a layer no compared layer reads (the output)."""
+    consumers: dict[str, list[str]] = {e.onnx_tensor: [] for e in errors}
     for entry in errors:
-        if not entry.within and all(by_name[s].within for s in entry.inputs):
-            return entry
-    return None
+        for source in entry.inputs:
+            consumers.setdefault(source, []).append(entry.onnx_tensor)
+    carried: set[str] = set()
+    for entry in reversed(errors):          # graph order reversed: consumers come first
+        readers = consumers[entry.onnx_tensor]
+        if not entry.within and (not readers or any(r in carried for r in readers)):
+            carried.add(entry.onnx_tensor)
+    return carried
+
+
+def _starts_divergence(entry: LayerError, by_name: Mapping[str, LayerError]) -> bool:
+    return not entry.within and all(by_name[s].within for s in entry.inputs)
+
+
+def first_divergent(errors: list[LayerError]) -> LayerError | None:
+    """The first layer over its tolerance whose inputs are all within it and whose error is
+    carried on to the output."""
+    by_name = {e.onnx_tensor: e for e in errors}
+    carried = carried_to_output(errors)
+    return next((e for e in errors
+                 if e.onnx_tensor in carried and _starts_divergence(e, by_name)), None)
+
+
+def transient(errors: list[LayerError]) -> list[LayerError]:
+    """Layers over the tolerance, their inputs within it, whose consumers are back within it."""
+    by_name = {e.onnx_tensor: e for e in errors}
+    carried = carried_to_output(errors)
+    return [e for e in errors if e.onnx_tensor not in carried and _starts_divergence(e, by_name)]
 
 
 def _json_number(value: float) -> float | None:
@@ -167,6 +197,7 @@ def localisation_record(errors: list[LayerError], skipped: list[dict[str, str]],
     top = sorted(errors, key=lambda e: -e.added if np.isfinite(e.added) else float("-inf"))
     return {"precision": precision, "limit": tol.model_dump(), "compared": len(errors),
             "first_divergent": _entry(first, tol) if first else None,
+            "transient": [_entry(e, tol) for e in transient(errors)[:TOP]],
             "top": [_entry(e) for e in top[:TOP]],
             "curve": [{"torch_module": e.torch_module, "onnx_tensor": e.onnx_tensor,
                        "target_tensor": e.target_tensor,

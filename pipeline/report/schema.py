@@ -79,6 +79,7 @@ class LocalisationEntry(_Open):
     not be found out."""
 
     first_divergent: dict[str, Any] | None = None
+    transient: list[dict[str, Any]] = []
     top: list[dict[str, Any]] = []
     curve: list[dict[str, Any]] = []
     error: str | None = None

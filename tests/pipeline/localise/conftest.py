@@ -86,6 +86,28 @@ def corrupt():
                            mlpackage_int8=corrupt_mlpackage_int8)
 
 
+def _run_and_map(settings: dict, root: Path, **overrides):
+    from pipeline.cache import Cache
+    from pipeline.config import PipelineConfig
+    from pipeline.localise.layer_map import LayerMap
+    from pipeline.run import execute
+
+    config = PipelineConfig.model_validate({**settings, "artifacts_dir": root / "artifacts",
+                                            "out": root / "report", **overrides})
+    outcome = execute(config)
+    export = next(n for n in outcome.report["nodes"] if n["name"] == "export_onnx")
+    layers = LayerMap.load(Cache(config.cache_dir).object_path(
+        export["info"]["layer_map"]["sha256"]))
+    return outcome, layers
+
+
+@pytest.fixture(scope="session")
+def run_mapped():
+    """``run_mapped(settings, root, **overrides)``: a run of ``settings`` under ``root`` and
+    its layer map, ``(outcome, layer_map)``."""
+    return _run_and_map
+
+
 @pytest.fixture(scope="session")
 def localise_run(trained_tiny, tiny_settings, tmp_path_factory):
     """The trained tiny MobileNetV2 through ONNX, TFLite and Core ML at fp32 and int8 (digits
@@ -97,11 +119,7 @@ def localise_run(trained_tiny, tiny_settings, tmp_path_factory):
     config = PipelineConfig.model_validate({
         **tiny_settings, "artifacts_dir": root / "artifacts", "out": root / "report",
         "dataset": "digits", "weights": trained_tiny["weights"],
-        "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"],
-        # int8 layer noise depends on this CPU's int8 kernels and on what training produced:
-        # a limit far below it (a negated conv drives its output's cosine to <= 0) makes
-        # "an intact artifact names none" hold on any CPU, while every seeded fault still trips it
-        "layer_tolerances": {"int8": {"min_cosine": 0.5}}})
+        "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"]})
     outcome = execute(config)
     return {"run_dir": root / "report", "report": outcome.report, "root": root}
 

@@ -60,6 +60,22 @@ def test_the_cause_is_named_not_the_layers_that_inherit_its_error() -> None:
         "block.0", "block.1", "block.2", "block.3", "block"]
 
 
+def test_an_error_the_next_layers_absorb_is_transient_not_the_cause() -> None:
+    """Only c2 is off (a squeeze-excite squeeze the gate after it absorbs): r2 and the sum are
+    back within the tolerance, so nothing is named and c2 is listed as transient."""
+    tol = LayerTolerance(max_rel=1e-3)
+    target = _target()
+    name, value = target["c2"]
+    target["c2"] = (name, value + RNG.normal(scale=0.5, size=value.shape).astype(np.float32))
+    errors, skipped = compare_layers(LAYERS, REFERENCE, target, tol)
+    assert [e.within for e in errors] == [True, True, False, True, True]
+    assert first_divergent(errors) is None
+    record = localisation_record(errors, skipped, tol, "int8")
+    assert record["first_divergent"] is None
+    assert [e["torch_module"] for e in record["transient"]] == ["block.2"]
+    assert record["transient"][0]["limit"] == tol.model_dump()
+
+
 def test_an_intact_target_names_nothing() -> None:
     errors, skipped = compare_layers(LAYERS, REFERENCE, _target(), layer_tolerance_for("fp32"))
     assert first_divergent(errors) is None and len(errors) == 5
