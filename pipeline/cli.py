@@ -143,6 +143,8 @@ def run(
     coreml_compute_units: Optional[str] = typer.Option(
         None, "--coreml-compute-units", help="Comma list the macOS check runs on "
         "(default CPU_ONLY,ALL)."),
+    localise: Optional[str] = typer.Option(None, "--localise", help="Localise layer by "
+                                           "layer: failed (default), all or off."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ) -> None:
     """Convert a model, check parity and latency at every stage, write the report."""
@@ -169,7 +171,7 @@ def run(
             "coreml_input_type": coreml_input_type,
             "coreml_compute_units": _csv(coreml_compute_units), "lr": lr,
             "batch_size": batch_size, "weight_decay": weight_decay,
-            "warmup_epochs": warmup_epochs}))
+            "warmup_epochs": warmup_epochs, "localise": localise}))
         progress = _Progress()
         with use_sink(progress):
             _, outcome = run_config(cfg, progress)   # the Python API's runner (pipeline.api)

@@ -222,6 +222,9 @@ class PipelineConfig(_Strict):
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
     #: per-precision limits of one layer's tensor for localisation (pipeline.localise)
     layer_tolerances: dict[str, LayerTolerance] = Field(default_factory=dict)
+    localise: Literal["failed", "all", "off"] = Field(
+        "failed", description="which nodes a run localises layer by layer: those that fail "
+        "their gate, every verified node (the HTML plot then shows every format's drift), none")
 
     @field_validator("targets", "precisions", "force", "mean", "std", mode="before")
     @classmethod

@@ -91,7 +91,7 @@ def execute(config: PipelineConfig, progress: ProgressHook | None = None) -> Run
         "nodes": nodes,
     }
     if not ctx.source.is_onnx:      # an ONNX input has no torch model to name layers by
-        localise_failures(report, config.threads)
+        localise_failures(report, config.threads, config.localise)
     report["exit_code"] = exit_code_for(nodes)
     previous = previous_report(out_dir)
     merged = merge(stamp(report), previous)

@@ -14,20 +14,26 @@ from pipeline.localise.memo import memo_key, recall, remember
 log = logging.getLogger(__name__)
 
 
-def needs_localisation(node: dict[str, Any]) -> bool:
-    """A converted artifact that failed its gate (not a trunk stage's program)."""
-    return ((node.get("parity") or {}).get("verdict") == "fail"
+#: the run's ``localise`` setting -> the parity verdicts of the nodes it localises
+VERDICTS = {"failed": ("fail",), "all": ("fail", "pass"), "off": ()}
+
+
+def needs_localisation(node: dict[str, Any], which: str = "failed") -> bool:
+    """A converted artifact (not a trunk stage's program) whose gate verdict ``which`` names:
+    ``failed`` those that failed it, ``all`` every one a runtime here checked."""
+    return ((node.get("parity") or {}).get("verdict") in VERDICTS[which]
             and node.get("status") in ("ran", "cached")
             and bool((node.get("artifact") or {}).get("path"))
             and node.get("name") not in ("load", "trace", "fuse", "prune", "finetune"))
 
 
-def localise_failures(report: dict[str, Any], threads: int = 1) -> None:
-    """Add ``localisation`` to each failed node of ``report`` (in place); a record made for
-    the same inputs by an earlier run is reused (pipeline.localise.memo)."""
+def localise_failures(report: dict[str, Any], threads: int = 1, which: str = "failed") -> None:
+    """Add ``localisation`` to each node of ``report`` that ``which`` selects (in place; by
+    default the failed ones); a record made for the same inputs by an earlier run is reused
+    (pipeline.localise.memo)."""
     cache_dir = Path(report["run"]["cache_dir"])
     for node in report["nodes"]:
-        if not needs_localisation(node):
+        if not needs_localisation(node, which):
             continue
         try:
             key = memo_key(report, node,

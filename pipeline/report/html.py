@@ -35,7 +35,8 @@ def report_plots(nodes: list[dict[str, Any]]) -> list[dict[str, str]]:
                                       "colour: verdict)."),
             (plots.accuracy_svg(nodes), "Accuracy on the labelled evaluation set with its 95 % "
                                         "interval; dashed line: the reference's accuracy.")]
-    made.append((plots.localisation_svg(nodes), "Where each failed node starts to drift: "
+    made.append((plots.localisation_svg(nodes), "Where each localised node (failed ones; every "
+                 "verified one with --localise all) starts to drift: "
                  "1 − centred cosine of every layer against the PyTorch reference, in graph "
                  "order (log scale); dashed: the node's layer limit; dot: its first divergent "
                  "layer (the cause, see the notes)."))

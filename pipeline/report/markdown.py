@@ -47,8 +47,11 @@ def node_notes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          f"{100 * cost['macs_share']:.1f} % of MACs, median "
                          f"{fmt(cost.get('median_ms'), '.2f')} ms vs "
                          f"{fmt(cost.get('int8_median_ms'), '.2f')} ms all-int8")
-        if node.get("localisation"):
-            items.append(localisation_note(node["localisation"]))
+        record = node.get("localisation")
+        # a passing node (localised with --localise all) only when it names a layer
+        if record and ((node.get("parity") or {}).get("verdict") == "fail"
+                       or record.get("first_divergent") or record.get("error")):
+            items.append(localisation_note(record))
         if items:
             notes.append({"name": node["name"], "items": items})
     return notes
@@ -60,9 +63,12 @@ def localisation_note(record: dict[str, Any]) -> str:
         return f"not localised: {record['error']}"
     first = record.get("first_divergent")
     if first is None:
+        absorbed = [e.get("torch_module") for e in record.get("transient") or []]
         return (f"no single layer exceeds the {record.get('precision')} layer tolerance "
-                f"{record.get('limit')} ({record.get('compared')} layers compared): the error "
-                "builds up across layers")
+                f"{record.get('limit')} and carries it to the output "
+                f"({record.get('compared')} layers compared): the error builds up across "
+                "layers" + (f"; over it but absorbed by the next layers: {', '.join(absorbed)}"
+                            if absorbed else ""))
     fused = f", fused with {', '.join(first['fused_with'])}" if first.get("fused_with") else ""
     error = first.get("error") or {}
     return (f"first divergent layer: **{first['torch_module']}**{fused} (ONNX "

@@ -29,7 +29,7 @@ def test_a_failed_node_is_localised_in_every_report(tiny_settings, tmp_path) -> 
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert f"first divergent layer: **{first['torch_module']}**" in markdown
     html = (tmp_path / "report" / "report.html").read_text()
-    assert "Where each failed node starts to drift" in html and "1 − centred cosine" in html
+    assert "Where each localised node" in html and "1 − centred cosine" in html
     # the failed node's artifact is a cache object with no suffix: found by its digest
     from pathlib import Path
 
@@ -64,3 +64,32 @@ def test_a_rerun_reuses_the_localisation_and_a_damaged_record_is_recomputed(
     third = execute(config)
     assert next(n for n in third.report["nodes"]
                 if n["name"] == "onnx:int8")["localisation"]["curve"] == record["curve"]
+
+
+def test_localise_all_plots_every_verified_node_and_off_localises_none(tiny_settings,
+                                                                       tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, [
+        "run", "--model", tiny_settings["model"], "--width", str(tiny_settings["width"]),
+        "--resolution", str(tiny_settings["resolution"]), "--num-classes", "10",
+        "--targets", "onnx", "--precisions", "fp32", "--localise", "all",
+        "--artifacts-dir", str(tmp_path / "artifacts"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["run"]["config"]["localise"] == "all"
+    export = next(n for n in report["nodes"] if n["name"] == "export_onnx")
+    assert export["parity"]["verdict"] == "pass"
+    assert export["localisation"]["first_divergent"] is None and export["localisation"]["curve"]
+    assert "Where each localised node" in (tmp_path / "report" / "report.html").read_text()
+    assert "no single layer" not in (tmp_path / "report" / "report.md").read_text()
+
+    config = PipelineConfig.model_validate({
+        **tiny_settings, "artifacts_dir": tmp_path / "off" / "artifacts",
+        "out": tmp_path / "off" / "report", "targets": ["onnx"], "precisions": ["fp32", "int8"],
+        "tolerances": {"int8": {"min_cosine": 0.9999999}}, "localise": "off"})
+    outcome = execute(config)
+    failed = next(n for n in outcome.report["nodes"] if n["name"] == "onnx:int8")
+    assert failed["parity"]["verdict"] == "fail" and "localisation" not in failed

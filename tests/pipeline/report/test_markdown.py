@@ -55,3 +55,20 @@ def test_mixed_precision_layers_and_warnings_are_shown() -> None:
     assert "1 of 53 layers in float (node_conv2d): 0.04 % of parameters, 3.6 % of MACs" in text
     assert "warning: 1 layer(s) kept in float" in text and "export_onnx" not in text
     assert notes_section([_node("pass")]) == []
+
+
+def test_a_localised_node_names_its_cause_or_what_was_absorbed() -> None:
+    from pipeline.report.markdown import localisation_note
+
+    entry = {"torch_module": "features.5.conv.0.0", "fused_with": ["features.5.conv.0.2"],
+             "onnx_node": "node_conv2d_5", "onnx_tensor": "relu6_5", "target_tensor": "t5",
+             "error": {"max_rel": 0.9, "cosine": -0.7}, "limit": {"min_cosine": 0.8}}
+    cause = localisation_note({"precision": "int8", "limit": {"min_cosine": 0.8},
+                               "compared": 60, "first_divergent": entry, "transient": []})
+    assert "**features.5.conv.0.0**, fused with features.5.conv.0.2" in cause
+    assert "cosine -0.70000" in cause
+    absorbed = localisation_note({"precision": "int8", "limit": {"min_cosine": 0.8},
+                                  "compared": 60, "first_divergent": None,
+                                  "transient": [{**entry, "torch_module": "features.1.fc1"}]})
+    assert "no single layer" in absorbed and absorbed.endswith(
+        "absorbed by the next layers: features.1.fc1")
