@@ -13,9 +13,15 @@ from pipeline.localise.command import localise_artifact
 
 NODES = ["export_onnx", "tflite:fp32", "coreml:fp32", "onnx:int8", "tflite:int8", "coreml:int8"]
 
-#: int8: block 5's expansion conv (main branch, hard-swish after it, no kernel fusion on any
-#: target); fp32: the first squeeze-excite squeeze, a 1x1 conv on a pooled vector
-SEEDED_INT8 = "features.5.block.0.0"
+#: the seeded layers: block 5's expansion conv (main branch, hard-swish after it, no kernel
+#: fusion on any target) and the first squeeze-excite squeeze (a 1x1 conv on 8 pooled values)
+MAIN = "features.5.block.0.0"
+SQUEEZE = "features.1.block.1.fc1"
+#: where each is seeded: the squeeze at fp32 everywhere and at int8 where its effect reaches
+#: the output (ONNX Runtime int8 absorbs it: output cosine 0.81 on the Xeon it was measured
+#: on, within the int8 layer limit, so it is listed as transient there and not asserted)
+SEEDS = [(name, SQUEEZE) for name in NODES[:3]] + [(name, MAIN) for name in NODES[3:]] + \
+    [("tflite:int8", SQUEEZE), ("coreml:int8", SQUEEZE)]
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +42,12 @@ def _artifact(report: dict, name: str) -> Path:
     return Path(_node(report, name)["artifact"]["path"])
 
 
-def _seeded(layers, name: str):
-    if name.endswith("int8"):
-        return next(layer for layer in layers.layers if layer.module == SEEDED_INT8)
-    return next(layer for layer in layers.layers if layer.module.endswith(".fc1"))
-
-
-def _corrupted(outcome, layers, corrupt, tmp_path: Path, name: str):
-    """The node's artifact with the seeded layer's weights negated: (path, seeded layer)."""
+def _corrupted(outcome, layers, corrupt, tmp_path: Path, name: str, module: str):
+    """The node's artifact with ``module``'s weights negated: (path, seeded layer)."""
     import onnx
 
-    report, layer = outcome.report, _seeded(layers, name)
+    report = outcome.report
+    layer = next(layer for layer in layers.layers if layer.module == module)
     source = _artifact(report, name)
     bad = tmp_path / f"bad{source.suffix}"
     if name in ("export_onnx", "onnx:int8"):
@@ -76,10 +77,11 @@ def test_an_intact_v3_artifact_names_no_layer(v3_run, name) -> None:
     assert record["compared"] >= 0.6 * len(layers.layers), (name, record["compared"])
 
 
-@pytest.mark.parametrize("name", NODES)
-def test_a_seeded_v3_fault_is_named_on_every_target(v3_run, corrupt, tmp_path, name) -> None:
+@pytest.mark.parametrize(("name", "module"), SEEDS)
+def test_a_seeded_v3_fault_is_named_on_every_target(v3_run, corrupt, tmp_path, name,
+                                                    module) -> None:
     outcome, layers = v3_run
-    bad, layer = _corrupted(outcome, layers, corrupt, tmp_path, name)
+    bad, layer = _corrupted(outcome, layers, corrupt, tmp_path, name, module)
     record = localise_artifact(bad, outcome.out_dir, node_name=name)
     first = record["first_divergent"]
     assert first is not None and first["torch_module"] == layer.module, (name, first)

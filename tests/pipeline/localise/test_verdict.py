@@ -8,7 +8,7 @@ import pytest
 from pipeline.localise.layer_map import Layer, LayerMap
 from pipeline.localise.tolerance import LayerTolerance, layer_tolerance_for
 from pipeline.localise.verdict import (compare_layers, first_divergent, layer_metrics,
-                                       localisation_record)
+                                       localisation_record, transient)
 
 RNG = np.random.default_rng(0)
 #: a chain conv -> relu -> conv -> relu, then an add of both relus (a residual)
@@ -74,6 +74,42 @@ def test_an_error_the_next_layers_absorb_is_transient_not_the_cause() -> None:
     assert record["first_divergent"] is None
     assert [e["torch_module"] for e in record["transient"]] == ["block.2"]
     assert record["transient"][0]["limit"] == tol.model_dump()
+
+
+def _off_by(shares: dict[str, float]) -> dict:
+    """Each layer's reference value with one element moved by ``share`` of its range."""
+    out = {}
+    for layer in LAYERS.layers:
+        value = REFERENCE[layer.fx_node].copy()
+        span = float(value.max() - value.min())
+        value.flat[0] += shares.get(layer.tensor, 0.0) * span
+        out[layer.tensor] = (f"t_{layer.tensor}", value)
+    return out
+
+
+def test_a_fault_whose_drift_crosses_the_limit_late_is_named_at_its_own_layer() -> None:
+    """c2 is broken; r2 keeps 0.7 of the limit (within, but far over what c2's input had);
+    the sum goes over: the sum is not the cause (its inputs only look within), c2 is."""
+    tol = LayerTolerance(max_rel=1e-3)
+    errors, _ = compare_layers(LAYERS, REFERENCE, _off_by({"c2": 0.1, "r2": 7e-4,
+                                                            "sum": 2e-3}), tol)
+    assert [e.within for e in errors] == [True, True, False, True, False]
+    assert first_divergent(errors).torch_module == "block.2" and not transient(errors)
+
+
+def test_an_error_that_falls_back_to_its_inputs_level_was_absorbed() -> None:
+    """c2's input r1 is at 0.4 of the limit and r2 falls back to 0.5 (< 2 x 0.4): c2 was
+    absorbed (transient) and the sum, over the limit on its own, is the cause; with the sum
+    within too, nothing is."""
+    tol = LayerTolerance(max_rel=1e-3)
+    errors, _ = compare_layers(LAYERS, REFERENCE, _off_by({"r1": 4e-4, "c2": 0.1,
+                                                            "r2": 5e-4, "sum": 2e-3}), tol)
+    assert first_divergent(errors).torch_module == "block"
+    assert [e.torch_module for e in transient(errors)] == ["block.2"]
+    errors, _ = compare_layers(LAYERS, REFERENCE, _off_by({"c2": 0.1, "r2": 7e-4,
+                                                            "sum": 7e-4}), tol)
+    assert first_divergent(errors) is None
+    assert [e.torch_module for e in transient(errors)] == ["block.2"]
 
 
 def test_an_intact_target_names_nothing() -> None:
