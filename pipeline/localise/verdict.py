@@ -190,7 +190,7 @@ def _carried(errors: list[LayerError], start: LayerError,
     by_name = {e.onnx_tensor: e for e in errors}
     threshold = max(DRIFT_FLOOR, DRIFT_RATIO * max(
         (by_name[s].severity for s in start.inputs), default=0.0))
-    at = errors.index(start)
+    at = next(i for i, entry in enumerate(errors) if entry is start)
     reaches: set[str] = set()
     for entry in reversed(errors[at:]):     # graph order reversed: consumers come first
         after = readers[entry.onnx_tensor]
