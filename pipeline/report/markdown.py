@@ -63,7 +63,8 @@ def localisation_note(record: dict[str, Any]) -> str:
         return f"not localised: {record['error']}"
     first = record.get("first_divergent")
     if first is None:
-        absorbed = [e.get("torch_module") for e in record.get("transient") or []]
+        absorbed = [str(e.get("torch_module")) for e in record.get("transient") or []
+                    if isinstance(e, dict)]
         return (f"no single layer exceeds the {record.get('precision')} layer tolerance "
                 f"{record.get('limit')} and carries it to the output "
                 f"({record.get('compared')} layers compared): the error builds up across "
