@@ -27,6 +27,19 @@ def needs_localisation(node: dict[str, Any], which: str = "failed") -> bool:
             and node.get("name") not in ("load", "trace", "fuse", "prune", "finetune"))
 
 
+def well_formed(record: dict[str, Any]) -> bool:
+    """A remembered record has the shape report.json's schema gives a localisation."""
+    from pydantic import ValidationError
+
+    from pipeline.report.schema import LocalisationEntry
+
+    try:
+        LocalisationEntry.model_validate(record)
+    except ValidationError:
+        return False
+    return True
+
+
 def localise_failures(report: dict[str, Any], threads: int = 1, which: str = "failed") -> None:
     """Add ``localisation`` to each node of ``report`` that ``which`` selects (in place; by
     default the failed ones); a record made for the same inputs by an earlier run is reused
@@ -39,7 +52,7 @@ def localise_failures(report: dict[str, Any], threads: int = 1, which: str = "fa
             key = memo_key(report, node,
                            layer_tolerance_of(report, node["precision"]).model_dump())
             record = recall(cache_dir, key)
-            if record is None:
+            if record is None or not well_formed(record):
                 record = localise(report, node, Path(node["artifact"]["path"]), threads)
                 remember(cache_dir, key, record)
             record.pop("memo_key", None)

@@ -63,8 +63,7 @@ def localisation_note(record: dict[str, Any]) -> str:
         return f"not localised: {record['error']}"
     first = record.get("first_divergent")
     if first is None:
-        absorbed = [str(e.get("torch_module")) for e in record.get("transient") or []
-                    if isinstance(e, dict)]
+        absorbed = [str(e.get("torch_module")) for e in record.get("transient") or []]
         return (f"no single layer exceeds the {record.get('precision')} layer tolerance "
                 f"{record.get('limit')} and carries it to the output "
                 f"({record.get('compared')} layers compared): the error builds up across "

@@ -15,7 +15,8 @@ from pipeline.parity import ParityResult, unverified
 #: warnings (e.g. fewer calibration images than requested), compute_units (Core ML on macOS:
 #: the parity per compute-unit setting).
 OPTIONAL_NODE_KEYS = ("accuracy", "params", "macs", "warnings", "compute_units")
-#: set after the graph ran: ``localisation`` (a failed node, pipeline.localise.auto)
+# set after the graph ran: ``localisation`` (a failed node, every verified one with
+# ``localise: all``; pipeline.localise.auto)
 
 
 def node_entry(*, name: str, stage: str, target: str, precision: str, status: str,

@@ -74,14 +74,47 @@ class LatencyBudgetEntry(_Open):
     reason: str
 
 
-class LocalisationEntry(_Open):
-    """Where a failed node first diverges from PyTorch (pipeline.localise), or why that could
-    not be found out."""
+class LayerLimit(_Open):
+    max_rel: float | None = None
+    min_cosine: float | None = None
 
-    first_divergent: dict[str, Any] | None = None
-    transient: list[dict[str, Any]] = []
-    top: list[dict[str, Any]] = []
-    curve: list[dict[str, Any]] = []
+
+class LayerErrorEntry(_Open):
+    max_rel: float | None = None
+    cosine: float | None = None
+    added: float | None = None
+
+
+class LocalisedLayer(_Open):
+    """One layer the renderers name (first divergent, transient, top)."""
+
+    torch_module: str
+    onnx_node: str = ""
+    onnx_tensor: str = ""
+    target_tensor: str = ""
+    fused_with: list[str] = []
+    error: LayerErrorEntry = LayerErrorEntry()
+    limit: LayerLimit | None = None
+
+
+class CurvePoint(_Open):
+    torch_module: str
+    onnx_tensor: str
+    max_rel: float | None = None
+    cosine: float | None = None
+
+
+class LocalisationEntry(_Open):
+    """Where a node first diverges from PyTorch (pipeline.localise; failed nodes, every
+    verified one with ``localise: all``), or why that could not be found out."""
+
+    precision: str | None = None
+    compared: int | None = None
+    limit: LayerLimit | None = None
+    first_divergent: LocalisedLayer | None = None
+    transient: list[LocalisedLayer] = []
+    top: list[LocalisedLayer] = []
+    curve: list[CurvePoint] = []
     error: str | None = None
 
 

@@ -72,3 +72,17 @@ def test_a_localised_node_names_its_cause_or_what_was_absorbed() -> None:
                                   "transient": [{**entry, "torch_module": "features.1.fc1"}]})
     assert "no single layer" in absorbed and absorbed.endswith(
         "absorbed by the next layers: features.1.fc1")
+
+
+def test_a_localisation_of_the_wrong_shape_is_refused_not_rendered(tiny_run, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.out_dir, run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    report["nodes"][-1]["localisation"] = {"first_divergent": {"torch_module": "x",
+                                                               "fused_with": [1]},
+                                           "curve": [{"torch_module": "x", "cosine": "y"}]}
+    (run_dir / "report.json").write_text(json.dumps(report))
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 2
+    assert "localisation" in result.output and "does not have report.json's shape" in \
+        " ".join(result.output.split())
