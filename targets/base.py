@@ -231,6 +231,11 @@ class Target(ABC):
                     break
         return found
 
+    def runtime_target_for(self, node: dict) -> "Target":
+        """The target whose runtime runs ``node``'s artifact: itself, unless the node's
+        artifact is another target's format (TensorRT's Q/DQ ONNX runs on ONNX Runtime)."""
+        return self
+
     def tensor_names(self, path: "object", layers: "object", info: dict) -> dict[str, str]:
         """ONNX layer tensor -> the name of the artifact's tensor holding it, read from the
         artifact without running it (the run's layer map in every naming). Default: the ONNX

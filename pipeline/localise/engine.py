@@ -17,7 +17,8 @@ from pipeline.errors import UserInputError
 from pipeline.localise.layer_map import LayerMap
 from pipeline.localise.locate import cached_object
 from pipeline.localise.reference_values import capture_values
-from pipeline.localise.verdict import (LayerTolerance, compare_layers, localisation_record)
+from pipeline.localise.tolerance import LayerTolerance
+from pipeline.localise.verdict import compare_layers, localisation_record
 from pipeline.reference import Reference
 from pipeline.verify_artifact import runtime_errors_as_user_input
 from targets.base import IntermediatesUnavailable, registered_targets, target_for_file
@@ -41,12 +42,13 @@ def pick_samples(reference: Reference, limit: int = SAMPLES) -> np.ndarray:
 def localise_in_child(artifact: str, program: str, layer_map: str, reference: str,
                       precision: str, tolerance: dict[str, Any], info: dict[str, Any],
                       threads: int = 1, target: str | None = None,
-                      cache_dir: str | None = None) -> dict[str, Any]:
+                      cache_dir: str | None = None, stage: str | None = None) -> dict[str, Any]:
     """The ``localisation`` record of ``artifact`` (the child process's half)."""
     started = time.perf_counter()
     path = Path(artifact)
     # a run's own artifact may be a cache object (no suffix): its node names the target
-    runtime_target = registered_targets()[target]() if target else target_for_file(path)
+    runtime_target = (registered_targets()[target]().runtime_target_for({"stage": stage})
+                      if target else target_for_file(path))
     reason = runtime_target.unavailable_reason()
     if reason:
         raise UserInputError(f"cannot run {path.name} here: {reason}")

@@ -80,6 +80,7 @@ def localise(report: dict[str, Any], node: dict[str, Any] | None, artifact: Path
         "precision": precision, "tolerance": tolerance.model_dump(),
         "info": (node or {}).get("info") or {}, "threads": threads,
         "target": node.get("target") if node else None,
+        "stage": node.get("stage") if node else None,
         "cache_dir": str(report["run"]["cache_dir"])},
         command="localise", path=Path(artifact), timeout_s=timeout_s)
     record["node"] = node["name"] if node else None

@@ -14,7 +14,7 @@ from pipeline.version import __version__
 
 MAX_BYTES = 4 * 1024 * 1024
 #: bump when the record's meaning changes (metrics, verdict rule)
-VERSION = 4
+VERSION = 5
 
 
 def _digest(value: Any) -> str:

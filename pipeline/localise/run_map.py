@@ -29,12 +29,13 @@ def _names_of(node: dict[str, Any], layers: LayerMap, cache_dir: Path,
     target = registered_targets().get(node.get("target"))
     if target is None:
         return None, None
+    runtime_target = target().runtime_target_for(node)
     key = memo_key(report, node, None, purpose="names")
     stored = recall(cache_dir, key, ("names",))
     if stored is not None and isinstance(stored["names"], dict):
         return {str(k): str(v) for k, v in stored["names"].items()}, None
     try:
-        names = target().tensor_names(Path(node["artifact"]["path"]), layers,
+        names = runtime_target.tensor_names(Path(node["artifact"]["path"]), layers,
                                       node.get("info") or {})
     except Exception as exc:  # noqa: BLE001 - a map entry missing is not a failed run
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.graph import Stage
-from targets.base import Runner, Target, register
+from targets.base import Runner, Target, register, registered_targets
 from targets.tensorrt.runner import TensorrtRunner, tensorrt_problem
 from targets.tensorrt.stage import ENGINE_WARNING, TensorrtEngineStage, TensorrtPlanStage
 
@@ -68,6 +68,15 @@ class TensorrtTarget(Target):
 
     def runner(self, path: Path, threads: int) -> Runner:
         return TensorrtRunner(path, threads)
+
+    def runtime_target_for(self, node: dict) -> Target:
+        """``tensorrt:qdq``'s artifact is an ONNX file checked on ONNX Runtime: localised and
+        named there, not as an engine."""
+        from targets.tensorrt.qdq import TensorrtQdqStage
+
+        if node.get("stage") == TensorrtQdqStage.stage:
+            return registered_targets()["onnx"]()
+        return self
 
     def intermediates_runner(self, path: Path, threads: int, info: dict,
                              source: Any) -> Runner:

@@ -47,6 +47,27 @@ def test_localise_names_why_an_engine_cannot_run_here(tmp_path) -> None:
                           target="tensorrt")
 
 
+def test_the_qdq_onnx_is_localised_on_onnx_runtime_not_as_an_engine(tiny_config) -> None:
+    """tensorrt:qdq's artifact is an ONNX file checked on ONNX Runtime: it is localised and
+    named there, on any machine (it used to be refused as an engine without a GPU)."""
+    from pipeline.localise.command import localise_artifact
+    from pipeline.localise.run_map import run_layer_map
+    from pipeline.run import execute
+    from targets.tensorrt.qdq import TensorrtQdqStage
+
+    assert TensorrtTarget().runtime_target_for({"stage": TensorrtQdqStage.stage}).name == "onnx"
+    assert isinstance(TensorrtTarget().runtime_target_for({"stage": "build_tensorrt"}),
+                      TensorrtTarget)
+    outcome = execute(tiny_config(targets=["tensorrt"], precisions=["int8"]))
+    node = next(n for n in outcome.report["nodes"] if n["name"] == "tensorrt:qdq")
+    record = localise_artifact(Path(node["artifact"]["path"]), outcome.out_dir,
+                               node_name="tensorrt:qdq")
+    assert record["runtime"].startswith("onnxruntime") and record["compared"] >= 40
+    names = run_layer_map(outcome.report)["layers"]
+    assert any(str(row["targets"].get("tensorrt:qdq")).endswith("_DequantizeLinear_Output")
+               for row in names), "the Q/DQ ONNX is named as ONNX Runtime reads it"
+
+
 @pytest.mark.gpu
 @needs_gpu
 def test_an_intact_engine_names_no_layer(tiny_config) -> None:  # pragma: no cover - GPU
