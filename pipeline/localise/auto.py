@@ -24,7 +24,15 @@ def needs_localisation(node: dict[str, Any], which: str = "failed") -> bool:
     return ((node.get("parity") or {}).get("verdict") in VERDICTS[which]
             and node.get("status") in ("ran", "cached")
             and bool((node.get("artifact") or {}).get("path"))
-            and node.get("name") not in ("load", "trace", "fuse", "prune", "finetune"))
+            and is_converted(node))
+
+
+def is_converted(node: dict[str, Any]) -> bool:
+    """A node of a deployment target (export_onnx included), not one of the trunk's torch
+    programs (load, trace, fuse, prune, finetune: target ``torch``)."""
+    from targets.base import registered_targets
+
+    return node.get("target") in registered_targets()
 
 
 def well_formed(record: dict[str, Any]) -> bool:

@@ -57,8 +57,10 @@ def _spawn(kind: str, artifact: str, run_dir: Path, node: str) -> dict[str, Any]
 def _named_copy(node: dict[str, Any], folder: Path) -> str:
     """The artifact with its file suffix: a failed node's artifact is a cache object (no
     suffix), which ``verify`` does not take."""
+    import os
     import shutil
 
+    from pipeline.files import atomic_copy, sweep_temp, temp_dir
     from targets.base import registered_targets
 
     path = Path(node["artifact"]["path"])
@@ -67,8 +69,14 @@ def _named_copy(node: dict[str, Any], folder: Path) -> str:
     suffix = registered_targets()[node["target"]].suffixes[0]
     copy = folder / f"{node['name'].replace(':', '_')}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
-    if not copy.exists():
-        (shutil.copytree if path.is_dir() else shutil.copyfile)(path, copy)
+    sweep_temp(folder)                  # a copy a killed bench left half-made
+    if path.is_dir() and not copy.exists():     # an .mlpackage: staged, then renamed
+        staged = temp_dir(folder, copy.name)
+        shutil.copytree(path, staged / copy.name)
+        os.replace(staged / copy.name, copy)
+        shutil.rmtree(staged)
+    elif not copy.exists():
+        atomic_copy(path, copy)
     return str(copy)
 
 
@@ -125,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     result = measure({"model": args.model, "width": args.width, "resolution": args.resolution,
                       "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"]},
                      args.work)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    from pipeline.files import atomic_write_bytes
+
+    atomic_write_bytes(args.out, (json.dumps(result, indent=1) + "\n").encode())
     print(json.dumps(result["nodes"], indent=1))
     return 0
 

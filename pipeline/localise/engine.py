@@ -55,7 +55,7 @@ def localise_in_child(artifact: str, program: str, layer_map: str, reference: st
     layers = LayerMap.load(Path(layer_map))
     tol = LayerTolerance.model_validate(tolerance)
     batch = pick_samples(Reference.load(Path(reference)))
-    ref_values, _ = capture_values(Path(program), batch, {layer.fx_node for layer in layers.layers})
+    ref_values = capture_values(Path(program), batch, {layer.fx_node for layer in layers.layers})
     reference_s = time.perf_counter() - started
     cache = Cache(Path(cache_dir)) if cache_dir else None
 

@@ -13,9 +13,10 @@ import ast
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
+if TYPE_CHECKING:       # protos only: the run's layer map and a localisation never import onnx
+    import onnx
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 SCHEMA = 1

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.cache import canonical_json
 from pipeline.files import PathOutsideRoot, atomic_write_bytes, contained, sweep_temp
 from pipeline.version import __version__
 
@@ -18,7 +19,7 @@ VERSION = 5
 
 
 def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
 def memo_key(report: dict[str, Any], node: dict[str, Any], tolerance: dict[str, Any] | None,

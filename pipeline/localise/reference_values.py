@@ -19,8 +19,8 @@ import numpy as np
 
 
 def capture_values(program_path: Path, batch: np.ndarray,
-                   wanted: set[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(FX node name -> float32 value over ``batch``, the model's output) for the program.
+                   wanted: set[str] | None = None) -> dict[str, np.ndarray]:
+    """FX node name -> float32 value over ``batch``, for the program.
 
     ``wanted`` limits what is kept (the layer map's FX nodes); values are copied when produced,
     so an in-place op later in the graph cannot change them."""
@@ -31,7 +31,6 @@ def capture_values(program_path: Path, batch: np.ndarray,
 
     module = load_program(program_path).module()
     values: dict[str, np.ndarray] = {}
-    outputs: list[np.ndarray] = []
     index = 0
 
     class Recorder(torch.fx.Interpreter):
@@ -47,8 +46,6 @@ def capture_values(program_path: Path, batch: np.ndarray,
 
     with torch.inference_mode():
         for index, sample in enumerate(batch):
-            out = Recorder(module).run(torch.from_numpy(np.ascontiguousarray(sample[None],
-                                                                             np.float32)))
-            first = out[0] if isinstance(out, (tuple, list)) else out
-            outputs.append(first.detach().numpy().copy())
-    return values, np.concatenate(outputs)
+            Recorder(module).run(torch.from_numpy(np.ascontiguousarray(sample[None],
+                                                                       np.float32)))
+    return values

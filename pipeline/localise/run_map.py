@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.files import atomic_write_bytes
 from pipeline.localise.layer_map import LayerMap
+from pipeline.localise.auto import is_converted
 from pipeline.localise.memo import memo_key, recall, remember
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def run_layer_map(report: dict[str, Any]) -> dict[str, Any] | None:
     nodes = []
     for node in report["nodes"]:
         if node.get("status") not in ("ran", "cached") or not (node.get("artifact") or {}).get(
-                "path") or node.get("name") in ("load", "trace", "fuse"):
+                "path") or not is_converted(node):
             continue
         names, problem = _names_of(node, layers, cache_dir, report)
         if names is None and problem is None:
@@ -87,5 +88,5 @@ def write_run_layer_map(report: dict[str, Any], out_dir: Path) -> None:
         return
     data = (json.dumps(content, indent=1, sort_keys=True) + "\n").encode()
     path = Path(out_dir) / RUN_MAP
-    if not path.is_file() or path.read_bytes() != data:
+    if not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data:
         atomic_write_bytes(path, data)
