@@ -16,6 +16,7 @@ def _export(report: dict) -> dict:
 
 def test_an_intact_artifact_exits_0_and_writes_its_record(tiny_run, tmp_path) -> None:
     out = tmp_path / "where.json"
+    assert _export(tiny_run.report)["parity"]["verdict"] == "pass"   # what "intact" stands on
     artifact = _export(tiny_run.report)["artifact"]["path"]
     result = CliRunner().invoke(app, ["localise", artifact, "--run", str(tiny_run.out_dir),
                                       "--json", str(out)])
