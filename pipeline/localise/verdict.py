@@ -177,20 +177,13 @@ def _consumers(errors: list[LayerError]) -> dict[str, list[str]]:
     return readers
 
 
-def _candidates(errors: list[LayerError]) -> list[LayerError]:
-    """Layers over the tolerance whose inputs are all within it, in graph order."""
-    by_name = {e.onnx_tensor: e for e in errors}
-    return [e for e in errors if not e.within and all(by_name[s].within for s in e.inputs)]
-
-
-def _carried(errors: list[LayerError], start: LayerError,
+def _carried(errors: list[LayerError], at: int, by_name: Mapping[str, LayerError],
              readers: Mapping[str, list[str]]) -> bool:
-    """Whether ``start``'s error reaches a last layer over the tolerance through layers that
-    stay drifting (severity over the threshold set by ``start``'s inputs)."""
-    by_name = {e.onnx_tensor: e for e in errors}
+    """Whether ``errors[at]``'s error reaches a last layer over the tolerance through layers
+    that stay drifting (severity over the threshold set by its inputs)."""
+    start = errors[at]
     threshold = max(DRIFT_FLOOR, DRIFT_RATIO * max(
         (by_name[s].severity for s in start.inputs), default=0.0))
-    at = next(i for i, entry in enumerate(errors) if entry is start)
     reaches: set[str] = set()
     for entry in reversed(errors[at:]):     # graph order reversed: consumers come first
         after = readers[entry.onnx_tensor]
@@ -201,18 +194,31 @@ def _carried(errors: list[LayerError], start: LayerError,
     return start.onnx_tensor in reaches
 
 
+def divergences(errors: list[LayerError]) -> tuple[list[LayerError], list[LayerError]]:
+    """The layers over the tolerance whose inputs are all within it, split in graph order
+    into those whose error is carried on to the output and the transient ones."""
+    by_name = {e.onnx_tensor: e for e in errors}
+    readers = _consumers(errors)
+    carried: list[LayerError] = []
+    absorbed: list[LayerError] = []
+    for at, entry in enumerate(errors):
+        if entry.within or not all(by_name[s].within for s in entry.inputs):
+            continue
+        (carried if _carried(errors, at, by_name, readers) else absorbed).append(entry)
+    return carried, absorbed
+
+
 def first_divergent(errors: list[LayerError]) -> LayerError | None:
     """The first layer over its tolerance whose inputs are all within it and whose error is
     carried on to the output."""
-    readers = _consumers(errors)
-    return next((e for e in _candidates(errors) if _carried(errors, e, readers)), None)
+    carried, _ = divergences(errors)
+    return carried[0] if carried else None
 
 
 def transient(errors: list[LayerError]) -> list[LayerError]:
     """Layers over the tolerance, their inputs within it, whose error the layers after them
     absorb."""
-    readers = _consumers(errors)
-    return [e for e in _candidates(errors) if not _carried(errors, e, readers)]
+    return divergences(errors)[1]
 
 
 def _json_number(value: float) -> float | None:
@@ -232,11 +238,12 @@ def _entry(e: LayerError, tol: LayerTolerance | None = None) -> dict[str, Any]:
 def localisation_record(errors: list[LayerError], skipped: list[dict[str, str]],
                         tol: LayerTolerance, precision: str) -> dict[str, Any]:
     """The ``localisation`` entry of a report node (and of ``localise --json``)."""
-    first = first_divergent(errors)
+    carried, absorbed = divergences(errors)
+    first = carried[0] if carried else None
     top = sorted(errors, key=lambda e: -e.added if np.isfinite(e.added) else float("-inf"))
     return {"precision": precision, "limit": tol.model_dump(), "compared": len(errors),
             "first_divergent": _entry(first, tol) if first else None,
-            "transient": [_entry(e, tol) for e in transient(errors)[:TOP]],
+            "transient": [_entry(e, tol) for e in absorbed[:TOP]],
             "top": [_entry(e) for e in top[:TOP]],
             "curve": [{"torch_module": e.torch_module, "onnx_tensor": e.onnx_tensor,
                        "target_tensor": e.target_tensor,
