@@ -111,17 +111,13 @@ def run_mapped():
 @pytest.fixture(scope="session")
 def localise_run(trained_tiny, tiny_settings, tmp_path_factory):
     """The trained tiny MobileNetV2 through ONNX, TFLite and Core ML at fp32 and int8 (digits
-    calibration and evaluation): its report folder and report."""
-    from pipeline.config import PipelineConfig
-    from pipeline.run import execute
-
+    calibration and evaluation): its report folder, report and layer map."""
     root = tmp_path_factory.mktemp("localise")
-    config = PipelineConfig.model_validate({
-        **tiny_settings, "artifacts_dir": root / "artifacts", "out": root / "report",
-        "dataset": "digits", "weights": trained_tiny["weights"],
-        "targets": ["onnx", "tflite", "coreml"], "precisions": ["fp32", "int8"]})
-    outcome = execute(config)
-    return {"run_dir": root / "report", "report": outcome.report, "root": root}
+    outcome, layers = _run_and_map(tiny_settings, root, dataset="digits",
+                                   weights=trained_tiny["weights"],
+                                   targets=["onnx", "tflite", "coreml"],
+                                   precisions=["fp32", "int8"])
+    return {"run_dir": outcome.out_dir, "report": outcome.report, "layers": layers}
 
 
 def corrupt_mlpackage_int8(source: Path, dest: Path, mil_conv: str) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.localise.command import localise_artifact
-from pipeline.localise.layer_map import LayerMap
 
 #: the seeded layer: block 5's expansion conv (a weighted layer mid-network whose output both
 #: runtimes keep, fused with its ReLU6 in TFLite)
@@ -22,21 +21,14 @@ def _artifact(report: dict, name: str) -> Path:
     return Path(_node(report, name)["artifact"]["path"])
 
 
-def _layer_map(report: dict) -> LayerMap:
-    from pipeline.cache import Cache
-
-    digest = _node(report, "export_onnx")["info"]["layer_map"]["sha256"]
-    return LayerMap.load(Cache(Path(report["run"]["cache_dir"])).object_path(digest))
-
-
 def _convs(path: Path) -> list:
     import onnx
 
     return [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
 
 
-def _seeded_layer(report: dict):
-    return next(layer for layer in _layer_map(report).layers if layer.module == SEEDED)
+def _seeded_layer(run: dict):
+    return next(layer for layer in run["layers"].layers if layer.module == SEEDED)
 
 
 @pytest.mark.parametrize("name", ["export_onnx", "onnx:int8", "tflite:fp32", "tflite:int8",
@@ -55,7 +47,7 @@ def test_an_intact_artifact_names_no_layer(localise_run, name) -> None:
 @pytest.mark.parametrize("name", ["export_onnx", "onnx:int8"])
 def test_onnx_runtime_names_the_seeded_layer(localise_run, corrupt, tmp_path, name) -> None:
     report = localise_run["report"]
-    layer = _seeded_layer(report)
+    layer = _seeded_layer(localise_run)
     source = _artifact(report, name)
     # quantization keeps the convs in graph order: the seeded one is at the same position
     position = [n.name for n in _convs(_artifact(report, "export_onnx"))].index(layer.onnx_node)
@@ -70,7 +62,7 @@ def test_onnx_runtime_names_the_seeded_layer(localise_run, corrupt, tmp_path, na
 @pytest.mark.parametrize("name", ["tflite:fp32", "tflite:int8"])
 def test_litert_names_the_seeded_layer(localise_run, corrupt, tmp_path, name) -> None:
     report = localise_run["report"]
-    layer = _seeded_layer(report)
+    layer = _seeded_layer(localise_run)
     tf_name = _node(report, name)["info"]["tensor_names"][layer.tensor][0]
     bad = tmp_path / "bad.tflite"
     corrupt.tflite(_artifact(report, name), bad, tf_name)
@@ -82,7 +74,7 @@ def test_litert_names_the_seeded_layer(localise_run, corrupt, tmp_path, name) ->
 
 def test_the_mil_evaluator_names_the_seeded_layer(localise_run, corrupt, tmp_path) -> None:
     report = localise_run["report"]
-    layer = _seeded_layer(report)
+    layer = _seeded_layer(localise_run)
     bad = tmp_path / "bad.mlpackage"
     corrupt.mlpackage(_artifact(report, "coreml:fp32"), bad, layer.fx_node)
     record = localise_artifact(bad, localise_run["run_dir"], node_name="coreml:fp32")
@@ -93,7 +85,7 @@ def test_the_mil_evaluator_names_the_seeded_layer(localise_run, corrupt, tmp_pat
 def test_the_mil_evaluator_names_the_seeded_layer_of_an_int8_package(localise_run, corrupt,
                                                                      tmp_path) -> None:
     report = localise_run["report"]
-    layer = _seeded_layer(report)
+    layer = _seeded_layer(localise_run)
     bad = tmp_path / "bad_int8.mlpackage"
     corrupt.mlpackage_int8(_artifact(report, "coreml:int8"), bad, f"{layer.fx_node}_cast_fp16")
     record = localise_artifact(bad, localise_run["run_dir"], node_name="coreml:int8")
